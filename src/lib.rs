@@ -3,11 +3,20 @@
 //! load both ways), the same recipe, and a faster, batched, on-device data pipeline.
 //!
 //! - [`model`]: the network.
-//! - [`checkpoint`]: safetensors files with PyTorch `state_dict` keys.
+//! - [`checkpoint`]: safetensors files with PyTorch `state_dict` keys, written atomically.
 //! - [`sgd`]: `torch.optim.SGD`'s update, with momentum buffers that can be saved.
+//! - [`cifar`], [`download`]: the data set on disk, checked, and fetched when missing.
+//! - [`split`], [`batches`], [`transforms`]: the seeded split and the batched on-device pipeline.
 
+pub mod batches;
 pub mod checkpoint;
+pub mod cifar;
+pub mod download;
 pub mod model;
+pub mod progress;
 pub mod sgd;
+pub mod split;
+pub mod synthetic;
+pub mod transforms;
 
 pub use model::{alexnet, AlexNet};

@@ -1,0 +1,75 @@
+//! The recipe's image transforms, applied to whole batches on the training device.
+//!
+//! The recipe runs, image by image on PIL: `RandomHorizontalFlip()` (training only),
+//! `Resize(227)` (bilinear), `ToTensor()` (÷255), `Normalize(mean, std)`. Here one batch of
+//! `uint8 [N, 3, 32, 32]` goes through: flip the chosen images, scale and shift to the
+//! normalised range, upsample to 227×227 bilinearly. Normalising before the resize gives the
+//! same result as after it (bilinear weights sum to one, so the resize commutes with any affine
+//! map) on 50× fewer pixels.
+
+use tch::{Device, Kind, Tensor};
+
+use crate::model::INPUT_SIZE;
+
+/// CIFAR-10 channel means and standard deviations, as the recipe normalises.
+pub const CIFAR_MEAN: [f64; 3] = [0.4914, 0.4822, 0.4465];
+pub const CIFAR_STD: [f64; 3] = [0.2023, 0.1994, 0.2010];
+
+/// The per-batch transform: `(x / 255 - mean) / std`, then a bilinear resize.
+#[derive(Debug)]
+pub struct Preprocess {
+    scale: Tensor,
+    shift: Tensor,
+    size: i64,
+    channels_last: bool,
+}
+
+impl Preprocess {
+    /// The recipe's normalisation, to 227×227, on `device`.
+    pub fn new(device: Device) -> Self {
+        Self::with_stats(device, CIFAR_MEAN, CIFAR_STD, INPUT_SIZE)
+    }
+
+    pub fn with_stats(device: Device, mean: [f64; 3], std: [f64; 3], size: i64) -> Self {
+        let per_channel = |f: &dyn Fn(usize) -> f64| {
+            let v: Vec<f32> = (0..3).map(|c| f(c) as f32).collect();
+            Tensor::from_slice(&v).view([1, 3, 1, 1]).to_device(device)
+        };
+        Self {
+            scale: per_channel(&|c| 1.0 / (255.0 * std[c])),
+            shift: per_channel(&|c| -mean[c] / std[c]),
+            size,
+            channels_last: false,
+        }
+    }
+
+    /// Produce NHWC-strided batches, for convolutions that run faster in channels-last layout.
+    pub fn channels_last(mut self, on: bool) -> Self {
+        self.channels_last = on;
+        self
+    }
+
+    /// `images`: `uint8 [N, 3, 32, 32]`; `flips`: `bool [N]`, images to mirror left-right.
+    /// Returns `float [N, 3, 227, 227]`.
+    pub fn apply(&self, images: &Tensor, flips: Option<&Tensor>) -> Tensor {
+        let xs = images.to_kind(Kind::Float);
+        let xs = match flips {
+            Some(flips) => xs.flip([3]).where_self(&flips.view([-1, 1, 1, 1]), &xs),
+            None => xs,
+        };
+        let xs = xs * &self.scale + &self.shift; // [N, 3, 32, 32], normalised
+        let xs = if self.channels_last { to_channels_last(&xs) } else { xs };
+        xs.upsample_bilinear2d([self.size, self.size], false, None, None) // [N, 3, 227, 227]
+    }
+
+    /// Resize and normalise only (no flip), in `[0, 1]` units before normalisation: what
+    /// torchvision's `Resize(227)` + `ToTensor()` give. Used to check parity with PIL.
+    pub fn resize_unnormalised(&self, images: &Tensor) -> Tensor {
+        (images.to_kind(Kind::Float) / 255.0).upsample_bilinear2d([self.size, self.size], false, None, None)
+    }
+}
+
+/// The same tensor with NHWC strides, which libtorch reads as channels-last memory format.
+pub fn to_channels_last(xs: &Tensor) -> Tensor {
+    xs.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+}
