@@ -1,6 +1,188 @@
-fn main() {
-    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
-    let model = tch_alexnet::alexnet(&vs.root(), 10).expect("model");
-    let _ = model;
-    println!("parameters: {}", tch_alexnet::model::trainable_parameter_count(&vs));
+//! Trains the recipe: `cargo run --release --example train` (every default is the recipe's).
+//! See `examples/train/README.md` for the expected output.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser};
+use tch_alexnet::training::{self, Outcome, RunDir, TrainConfig};
+
+/// Train AlexNet (with BatchNorm) on CIFAR-10 upscaled to 227×227, as the PyTorch tutorial does.
+///
+/// Every default is the tutorial's recipe. A run writes config.json, metrics.jsonl,
+/// last.safetensors, best.safetensors, curves.svg and summary.json into --out. Ctrl-C stops after
+/// the current step with a consistent checkpoint; --resume continues from it.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about)]
+struct Args {
+    /// Number of passes over the training split.
+    #[arg(long, default_value_t = 20)]
+    epochs: usize,
+    /// Images per training step (and per evaluation batch).
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// SGD learning rate (constant, as in the recipe).
+    #[arg(long, default_value_t = 0.005)]
+    lr: f64,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f64,
+    /// L2 weight decay, applied to all parameters (biases and BatchNorm included, as in the recipe).
+    #[arg(long, default_value_t = 0.005)]
+    weight_decay: f64,
+    /// Share of the 50,000 training images held out for validation, in [0, 1).
+    #[arg(long, default_value_t = 0.1)]
+    valid_size: f64,
+    /// Seed of the split, the epoch orders and flips, dropout and the initial weights.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Turn off the random horizontal flip of training images.
+    #[arg(long)]
+    no_augment: bool,
+    /// Folder holding cifar-10-batches-bin/ (downloaded there when missing), or that folder itself.
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
+    /// Fail instead of downloading CIFAR-10 when it is missing.
+    #[arg(long)]
+    no_download: bool,
+    /// auto (CUDA when available), cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Output folder of the run [default: runs/<date>-<time>].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// libtorch CPU threads [default: libtorch's, one per physical core].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Continue the run in this folder from its last checkpoint, with its saved settings
+    /// (only --epochs, --device, --threads and --save-every may be given with it).
+    #[arg(long, value_name = "RUN_DIR")]
+    resume: Option<PathBuf>,
+    /// Train on the first N images of the training split only (after the seeded split).
+    #[arg(long, value_name = "N")]
+    limit_train: Option<usize>,
+    /// Validate on the first N images of the validation split only.
+    #[arg(long, value_name = "N")]
+    limit_val: Option<usize>,
+    /// Test on the first N test images only.
+    #[arg(long, value_name = "N")]
+    limit_test: Option<usize>,
+    /// Mixed precision (autocast) on CUDA; ignored on the CPU.
+    #[arg(long)]
+    amp: bool,
+    /// Memory layout of images and conv weights: auto (channels-last on CUDA), channels-last or contiguous.
+    #[arg(long, default_value = "auto")]
+    memory_format: String,
+    /// Also save last.safetensors every N steps (0: only at the end of each epoch).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    save_every: usize,
+}
+
+impl Args {
+    fn config(&self) -> TrainConfig {
+        TrainConfig {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            valid_size: self.valid_size,
+            seed: self.seed,
+            augment: !self.no_augment,
+            num_classes: tch_alexnet::model::CIFAR10_CLASSES,
+            data_dir: self.data_dir.clone(),
+            download: !self.no_download,
+            device: self.device.clone(),
+            threads: self.threads,
+            limit_train: self.limit_train,
+            limit_val: self.limit_val,
+            limit_test: self.limit_test,
+            amp: self.amp,
+            memory_format: self.memory_format.clone(),
+            save_every: self.save_every,
+        }
+    }
+}
+
+/// Flags that may change when a run is resumed; every other one comes from its config.json.
+const RESUMABLE_FLAGS: [&str; 5] = ["epochs", "device", "threads", "save_every", "resume"];
+
+fn run() -> Result<ExitCode> {
+    let matches = Args::command().get_matches();
+    let args = Args::from_arg_matches(&matches)?;
+    let (config, run) = match &args.resume {
+        Some(dir) => {
+            let given: Vec<String> = matches
+                .ids()
+                .map(|id| id.as_str().to_string())
+                .filter(|id| matches.value_source(id) == Some(ValueSource::CommandLine))
+                .filter(|id| !RESUMABLE_FLAGS.contains(&id.as_str()))
+                .collect();
+            if !given.is_empty() {
+                bail!(
+                    "--resume continues a run with its saved settings; remove --{} (only --epochs, --device, --threads and --save-every may change)",
+                    given.join(", --").replace('_', "-")
+                );
+            }
+            let mut config = training::read_config(dir)?;
+            if matches.value_source("epochs") == Some(ValueSource::CommandLine) {
+                config.epochs = args.epochs;
+            }
+            if matches.value_source("device") == Some(ValueSource::CommandLine) {
+                config.device = args.device.clone();
+            }
+            config.threads = args.threads.or(config.threads);
+            config.save_every = args.save_every;
+            (config, RunDir { path: dir.clone(), resume: true })
+        }
+        None => {
+            let out = args.out.clone().unwrap_or_else(|| {
+                PathBuf::from("runs").join(chrono::Local::now().format("%Y%m%d-%H%M%S").to_string())
+            });
+            (args.config(), RunDir { path: out, resume: false })
+        }
+    };
+    config.validate()?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let handler_stop = stop.clone();
+    ctrlc::set_handler(move || {
+        if handler_stop.swap(true, Ordering::SeqCst) {
+            eprintln!("\nSecond interrupt: exiting now (the last saved checkpoint is intact)");
+            std::process::exit(130);
+        }
+        eprintln!("\nInterrupt: stopping after the current step and saving a checkpoint (Ctrl-C again to quit now)");
+    })
+    .context("cannot install the Ctrl-C handler")?;
+
+    println!("Run folder: {}", run.path.display());
+    let outcome = training::train(&config, &run, &stop, &mut |line| println!("{line}"))?;
+    match outcome {
+        Outcome::Finished(_) => Ok(ExitCode::SUCCESS),
+        Outcome::Interrupted { epoch, step } => {
+            println!(
+                "Interrupted at epoch {epoch}, step {step}; checkpoint saved. Continue with: --resume {}",
+                run.path.display()
+            );
+            Ok(ExitCode::from(130))
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            // clap's own errors (bad flags, --help) print themselves and exit with code 2.
+            if let Some(clap_err) = e.downcast_ref::<clap::Error>() {
+                clap_err.exit();
+            }
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -7,16 +7,21 @@
 //! - [`sgd`]: `torch.optim.SGD`'s update, with momentum buffers that can be saved.
 //! - [`cifar`], [`download`]: the data set on disk, checked, and fetched when missing.
 //! - [`split`], [`batches`], [`transforms`]: the seeded split and the batched on-device pipeline.
+//! - [`training`], [`evaluation`], [`plot`]: the recipe's loop, its metrics and what a run leaves.
 
 pub mod batches;
 pub mod checkpoint;
 pub mod cifar;
+pub mod device;
 pub mod download;
+pub mod evaluation;
 pub mod model;
+pub mod plot;
 pub mod progress;
 pub mod sgd;
 pub mod split;
 pub mod synthetic;
+pub mod training;
 pub mod transforms;
 
 pub use model::{alexnet, AlexNet};

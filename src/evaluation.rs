@@ -1,0 +1,59 @@
+//! Evaluation: loss, accuracy and confusion matrix of a model on one split, accumulated on the
+//! device and read back once at the end.
+
+use tch::nn::ModuleT;
+use tch::{Kind, Tensor};
+
+use crate::batches::Batches;
+use crate::model::AlexNet;
+
+/// What one evaluation pass measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EvalResult {
+    pub images: i64,
+    pub loss: f64,
+    pub accuracy: f64,
+    /// `confusion[true_class][predicted_class]`: image counts.
+    pub confusion: Vec<Vec<i64>>,
+}
+
+impl EvalResult {
+    /// Accuracy of each true class (NaN for a class with no image).
+    pub fn per_class_accuracy(&self) -> Vec<f64> {
+        self.confusion
+            .iter()
+            .enumerate()
+            .map(|(c, row)| row[c] as f64 / row.iter().sum::<i64>() as f64)
+            .collect()
+    }
+}
+
+/// Runs `model` in eval mode (running BatchNorm statistics, no dropout) over `batches`.
+/// `amp` turns on autocast (CUDA only; a no-op on the CPU).
+pub fn evaluate(model: &AlexNet, batches: Batches<'_>, amp: bool) -> EvalResult {
+    let classes = model.num_classes();
+    let device = batches.device();
+    let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
+    let mut confusion = Tensor::zeros([classes * classes], (Kind::Int64, device));
+    let mut images = 0i64;
+    tch::no_grad(|| {
+        for batch in batches {
+            let logits = tch::autocast(amp, || model.forward_t(&batch.images, false)).to_kind(Kind::Float);
+            let n = batch.labels.size()[0];
+            images += n;
+            loss_sum += logits.cross_entropy_for_logits(&batch.labels).to_kind(Kind::Double) * n as f64;
+            let predicted = logits.argmax(-1, false);
+            confusion += (&batch.labels * classes + predicted).bincount::<Tensor>(None, classes * classes);
+        }
+    });
+    let confusion: Vec<i64> = Vec::try_from(confusion.to_device(tch::Device::Cpu)).expect("int64 counts");
+    let confusion: Vec<Vec<i64>> = confusion.chunks(classes as usize).map(<[i64]>::to_vec).collect();
+    let correct: i64 = (0..classes as usize).map(|c| confusion[c][c]).sum();
+    let denom = images.max(1) as f64;
+    EvalResult {
+        images,
+        loss: loss_sum.double_value(&[]) / denom,
+        accuracy: correct as f64 / denom,
+        confusion,
+    }
+}
