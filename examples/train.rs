@@ -59,7 +59,8 @@ struct Args {
     #[arg(long)]
     threads: Option<usize>,
     /// Continue the run in this folder from its last checkpoint, with its saved settings
-    /// (only --epochs, --device, --threads and --save-every may be given with it).
+    /// (only --epochs, --device, --threads, --save-every, --data-dir and --no-download may be
+    /// given with it).
     #[arg(long, value_name = "RUN_DIR")]
     resume: Option<PathBuf>,
     /// Train on the first N images of the training split only (after the seeded split).
@@ -109,22 +110,22 @@ impl Args {
 }
 
 /// Flags that may change when a run is resumed; every other one comes from its config.json.
-const RESUMABLE_FLAGS: [&str; 5] = ["epochs", "device", "threads", "save_every", "resume"];
+const RESUMABLE_FLAGS: [&str; 7] = ["epochs", "device", "threads", "save_every", "data_dir", "no_download", "resume"];
 
 fn run() -> Result<ExitCode> {
     let matches = Args::command().get_matches();
     let args = Args::from_arg_matches(&matches)?;
     let (config, run) = match &args.resume {
         Some(dir) => {
-            let given: Vec<String> = matches
-                .ids()
-                .map(|id| id.as_str().to_string())
+            let given: Vec<String> = Args::command()
+                .get_arguments()
+                .map(|arg| arg.get_id().as_str().to_string())
                 .filter(|id| matches.value_source(id) == Some(ValueSource::CommandLine))
                 .filter(|id| !RESUMABLE_FLAGS.contains(&id.as_str()))
                 .collect();
             if !given.is_empty() {
                 bail!(
-                    "--resume continues a run with its saved settings; remove --{} (only --epochs, --device, --threads and --save-every may change)",
+                    "--resume continues a run with its saved settings; remove --{} (only --epochs, --device, --threads, --save-every, --data-dir and --no-download may change)",
                     given.join(", --").replace('_', "-")
                 );
             }
@@ -135,6 +136,10 @@ fn run() -> Result<ExitCode> {
             if matches.value_source("device") == Some(ValueSource::CommandLine) {
                 config.device = args.device.clone();
             }
+            if matches.value_source("data_dir") == Some(ValueSource::CommandLine) {
+                config.data_dir = args.data_dir.clone();
+            }
+            config.download = config.download && !args.no_download;
             config.threads = args.threads.or(config.threads);
             config.save_every = args.save_every;
             (config, RunDir { path: dir.clone(), resume: true })

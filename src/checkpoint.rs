@@ -21,10 +21,10 @@ pub type Metadata = BTreeMap<String, String>;
 /// What can go wrong with a checkpoint file; every variant names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    #[error("cannot read checkpoint {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("cannot write checkpoint {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    #[error("cannot read checkpoint {path}: {err}")]
+    Read { path: PathBuf, err: std::io::Error },
+    #[error("cannot write checkpoint {path}: {err}")]
+    Write { path: PathBuf, err: std::io::Error },
     #[error("{path} is not a valid safetensors file: {reason}")]
     Format { path: PathBuf, reason: String },
     #[error("checkpoint {path} lacks the key `{key}`")]
@@ -113,7 +113,7 @@ pub fn save_tensors<'a>(
     tensors: impl IntoIterator<Item = (&'a str, &'a Tensor)>,
     metadata: &Metadata,
 ) -> Result<(), CheckpointError> {
-    let write_err = |source| CheckpointError::Write { path: path.to_path_buf(), source };
+    let write_err = |err| CheckpointError::Write { path: path.to_path_buf(), err };
     let host = tensors
         .into_iter()
         .map(|(name, t)| HostTensor::from_tensor(name, t).map(|h| (name.to_string(), h)))
@@ -169,7 +169,7 @@ pub struct LoadedTensors {
 
 /// Reads a whole safetensors file. Any malformed content is an error, never a panic.
 pub fn load_tensors(path: &Path) -> Result<LoadedTensors, CheckpointError> {
-    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Read { path: path.to_path_buf(), source })?;
+    let bytes = std::fs::read(path).map_err(|err| CheckpointError::Read { path: path.to_path_buf(), err })?;
     let format_err = |reason: String| CheckpointError::Format { path: path.to_path_buf(), reason };
     let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| format_err(e.to_string()))?;
     let metadata = header.metadata().clone().unwrap_or_default().into_iter().collect();

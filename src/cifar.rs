@@ -43,8 +43,8 @@ pub enum DataError {
     WrongSize { path: PathBuf, found: u64, expected: u64 },
     #[error("CIFAR-10 file {path}: record {record} has label {label}, but labels must be 0..=9")]
     BadLabel { path: PathBuf, record: usize, label: u8 },
-    #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("cannot read {path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
 }
 
 /// The 60,000 images as `uint8 [N, 3, 32, 32]` and labels as `int64 [N]`, on one device.
@@ -72,7 +72,7 @@ impl Cifar10 {
 pub fn check_dir(dir: &Path) -> Result<(), DataError> {
     match std::fs::metadata(dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(DataError::MissingDir(dir.to_path_buf())),
-        Err(source) => return Err(DataError::Io { path: dir.to_path_buf(), source }),
+        Err(err) => return Err(DataError::Io { path: dir.to_path_buf(), err }),
         Ok(m) if !m.is_dir() => return Err(DataError::NotADir(dir.to_path_buf())),
         Ok(_) => {}
     }
@@ -81,7 +81,7 @@ pub fn check_dir(dir: &Path) -> Result<(), DataError> {
         let len = match std::fs::metadata(&path) {
             Ok(m) => m.len(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(DataError::MissingFile(path)),
-            Err(source) => return Err(DataError::Io { path, source }),
+            Err(err) => return Err(DataError::Io { path, err }),
         };
         if len != FILE_BYTES {
             return Err(DataError::WrongSize { path, found: len, expected: FILE_BYTES });
@@ -108,7 +108,7 @@ pub fn parse_records(path: &Path, bytes: &[u8]) -> Result<(Tensor, Tensor), Data
 }
 
 fn read_file(path: &Path) -> Result<(Tensor, Tensor), DataError> {
-    let bytes = std::fs::read(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
+    let bytes = std::fs::read(path).map_err(|err| DataError::Io { path: path.to_path_buf(), err })?;
     if bytes.len() as u64 != FILE_BYTES {
         // The file changed since check_dir.
         return Err(DataError::WrongSize { path: path.to_path_buf(), found: bytes.len() as u64, expected: FILE_BYTES });

@@ -39,8 +39,8 @@ pub enum DownloadError {
     Truncated { url: String, found: u64, expected: u64 },
     #[error("cannot extract the CIFAR-10 archive: {0}")]
     Extract(String),
-    #[error("cannot write in {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("cannot write in {path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
     #[error(transparent)]
     Data(#[from] cifar::DataError),
 }
@@ -74,16 +74,16 @@ pub fn ensure_cifar10(data_dir: &Path, download: bool, source: &Source) -> Resul
     if !download {
         return Err(DownloadError::NotFound { dir: data_dir.to_path_buf(), url: source.url.clone() });
     }
-    std::fs::create_dir_all(data_dir).map_err(|e| DownloadError::Io { path: data_dir.to_path_buf(), source: e })?;
+    std::fs::create_dir_all(data_dir).map_err(|e| DownloadError::Io { path: data_dir.to_path_buf(), err: e })?;
     let work = TempPath(data_dir.join(format!(".cifar10-download-{}", std::process::id())));
-    std::fs::create_dir_all(&work.0).map_err(|e| DownloadError::Io { path: work.0.clone(), source: e })?;
+    std::fs::create_dir_all(&work.0).map_err(|e| DownloadError::Io { path: work.0.clone(), err: e })?;
     let archive = work.0.join("cifar-10-binary.tar.gz");
     fetch(&source.url, &archive, &source.md5, data_dir)?;
     let extracted = work.0.join("extracted");
     extract(&archive, &extracted)?;
     let folder = extracted.join(FOLDER_NAME);
     cifar::check_dir(&folder)?;
-    std::fs::rename(&folder, &target).map_err(|e| DownloadError::Io { path: target.clone(), source: e })?;
+    std::fs::rename(&folder, &target).map_err(|e| DownloadError::Io { path: target.clone(), err: e })?;
     eprintln!("CIFAR-10 is ready in {}", target.display());
     Ok(target)
 }
@@ -108,7 +108,7 @@ fn fetch(url: &str, dest: &Path, expected_md5: &str, data_dir: &Path) -> Result<
     eprintln!("Downloading {url} ({}) to {}", expected_len.map_or("size unknown".into(), human_bytes), data_dir.display());
     let bar = crate::progress::bytes_bar(expected_len);
     let mut reader = response.into_reader();
-    let mut file = File::create(dest).map_err(|e| DownloadError::Io { path: dest.to_path_buf(), source: e })?;
+    let mut file = File::create(dest).map_err(|e| DownloadError::Io { path: dest.to_path_buf(), err: e })?;
     let mut hasher = Md5::new();
     let mut buf = vec![0u8; 1 << 16];
     let mut total = 0u64;
@@ -118,12 +118,12 @@ fn fetch(url: &str, dest: &Path, expected_md5: &str, data_dir: &Path) -> Result<
             break;
         }
         hasher.update(&buf[..n]);
-        file.write_all(&buf[..n]).map_err(|e| DownloadError::Io { path: dest.to_path_buf(), source: e })?;
+        file.write_all(&buf[..n]).map_err(|e| DownloadError::Io { path: dest.to_path_buf(), err: e })?;
         total += n as u64;
         bar.set_position(total);
     }
     bar.finish_and_clear();
-    file.sync_all().map_err(|e| DownloadError::Io { path: dest.to_path_buf(), source: e })?;
+    file.sync_all().map_err(|e| DownloadError::Io { path: dest.to_path_buf(), err: e })?;
     if let Some(expected) = expected_len {
         if total != expected {
             return Err(DownloadError::Truncated { url: url.to_string(), found: total, expected });
@@ -137,7 +137,7 @@ fn fetch(url: &str, dest: &Path, expected_md5: &str, data_dir: &Path) -> Result<
 }
 
 fn extract(archive: &Path, into: &Path) -> Result<(), DownloadError> {
-    let file = File::open(archive).map_err(|e| DownloadError::Io { path: archive.to_path_buf(), source: e })?;
+    let file = File::open(archive).map_err(|e| DownloadError::Io { path: archive.to_path_buf(), err: e })?;
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)));
     tar.unpack(into).map_err(|e| DownloadError::Extract(e.to_string()))
 }

@@ -8,6 +8,7 @@
 //! - [`cifar`], [`download`]: the data set on disk, checked, and fetched when missing.
 //! - [`split`], [`batches`], [`transforms`]: the seeded split and the batched on-device pipeline.
 //! - [`training`], [`evaluation`], [`plot`]: the recipe's loop, its metrics and what a run leaves.
+//! - [`inference`]: loading a checkpoint for evaluation and prediction.
 
 pub mod batches;
 pub mod checkpoint;
@@ -15,6 +16,7 @@ pub mod cifar;
 pub mod device;
 pub mod download;
 pub mod evaluation;
+pub mod inference;
 pub mod model;
 pub mod plot;
 pub mod progress;

@@ -378,6 +378,8 @@ pub fn train(config: &TrainConfig, run: &RunDir, stop: &AtomicBool, log: &mut dy
         test_idx.len()
     ));
 
+    // The initial weights come from libtorch's generator: seed it, as the run's one seed.
+    tch::manual_seed(config.seed as i64);
     let (vs, net) = build_model(device, config.num_classes, channels_last)?;
     let mut sgd = Sgd::new(&vs, config.sgd());
     let mut state = if run.resume {

@@ -54,3 +54,81 @@ pub fn max_abs_diff(a: &tch::Tensor, b: &tch::Tensor) -> f64 {
     assert_eq!(a.size(), b.size(), "shapes differ");
     (a.to_kind(tch::Kind::Double) - b.to_kind(tch::Kind::Double)).abs().max().double_value(&[])
 }
+
+/// Path of a compiled example (`train`, `evaluate`, `predict`), built on first use so that
+/// `cargo test --test <one>` works too.
+pub fn example_bin(name: &str) -> PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--examples", "--quiet"])
+            .current_dir(project_root())
+            .status()
+            .expect("cannot run cargo");
+        assert!(status.success(), "cargo build --examples failed");
+    });
+    // target/<profile>/deps/<test binary> → target/<profile>/examples/<name>
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().join("examples").join(name)
+}
+
+/// A full-size synthetic CIFAR-10 folder (class-coloured images), written once per machine
+/// under cargo's target tmp dir.
+pub fn synthetic_data_dir() -> PathBuf {
+    static WRITTEN: std::sync::Once = std::sync::Once::new();
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("synthetic-cifar10");
+    WRITTEN.call_once(|| {
+        if tch_alexnet::cifar::check_dir(&dir).is_ok() {
+            return;
+        }
+        let tmp = dir.with_extension(format!("tmp-{}", std::process::id()));
+        tch_alexnet::synthetic::write_dataset(&tmp, 2024).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::rename(&tmp, &dir).unwrap();
+    });
+    dir
+}
+
+/// Output of a finished command.
+pub struct Finished {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `bin` with `args` (CPU, 2 threads) and waits.
+pub fn run_bin(bin: &Path, args: &[&str]) -> Finished {
+    let out = Command::new(bin)
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+    Finished {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Asserts a failed command printed exactly one `Error:` line, no panic, and exited with 1 or 2.
+pub fn assert_clean_failure(f: &Finished, expect_in_message: &str) {
+    assert!(matches!(f.code, Some(1) | Some(2)), "exit code {:?}\nstderr: {}", f.code, f.stderr);
+    assert!(!f.stderr.contains("panicked") && !f.stderr.contains("backtrace"), "panic: {}", f.stderr);
+    let error_lines: Vec<&str> = f.stderr.lines().filter(|l| l.starts_with("Error:") || l.starts_with("error:")).collect();
+    assert_eq!(error_lines.len(), 1, "expected one error line, got:\n{}", f.stderr);
+    assert!(error_lines[0].contains(expect_in_message), "error line {:?} lacks {expect_in_message:?}", error_lines[0]);
+}
+
+/// Every tensor of a safetensors file.
+pub fn tensors(path: &Path) -> std::collections::BTreeMap<String, tch::Tensor> {
+    tch_alexnet::checkpoint::load_tensors(path).unwrap().tensors
+}
+
+/// The lines of a metrics.jsonl file.
+pub fn metrics(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}

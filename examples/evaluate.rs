@@ -1,0 +1,105 @@
+//! Test accuracy, per-class accuracy and confusion matrix of a checkpoint:
+//! `cargo run --release --example evaluate -- --checkpoint runs/<run>/best.safetensors`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use tch_alexnet::batches::Batches;
+use tch_alexnet::cifar::CLASS_NAMES;
+use tch_alexnet::training::{self, TrainConfig};
+use tch_alexnet::{evaluation, inference};
+
+/// Evaluate an AlexNet checkpoint (from this crate or a PyTorch state_dict in safetensors) on
+/// the CIFAR-10 test set.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// The .safetensors checkpoint (e.g. runs/<run>/best.safetensors).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Folder holding cifar-10-batches-bin/ (downloaded there when missing), or that folder itself.
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
+    /// Fail instead of downloading CIFAR-10 when it is missing.
+    #[arg(long)]
+    no_download: bool,
+    /// auto (CUDA when available), cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Images per evaluation batch.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Evaluate on the first N test images only.
+    #[arg(long, value_name = "N")]
+    limit_test: Option<usize>,
+    /// Mixed precision (autocast) on CUDA; ignored on the CPU.
+    #[arg(long)]
+    amp: bool,
+    /// Also write the results as JSON to this file ("-" for standard output).
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+}
+
+fn run() -> Result<()> {
+    let args = Args::parse();
+    let config = TrainConfig {
+        data_dir: args.data_dir.clone(),
+        download: !args.no_download,
+        device: args.device.clone(),
+        batch_size: args.batch_size,
+        limit_test: args.limit_test,
+        memory_format: "contiguous".into(),
+        ..TrainConfig::default()
+    };
+    config.validate()?;
+    let device = tch_alexnet::device::parse_device(&args.device)?;
+    // The checkpoint first: a wrong path should fail before the data set is loaded.
+    let (_vs, net) = inference::load_model(&args.checkpoint, device)?;
+    let setup = training::setup(&config, &mut |line| eprintln!("{line}"))?;
+    let n_test = setup.data.test_labels.size()[0];
+    let indices: Vec<i64> = (0..n_test.min(args.limit_test.unwrap_or(usize::MAX) as i64)).collect();
+    let batches = Batches::new(&setup.data.test_images, &setup.data.test_labels, &indices, args.batch_size, &setup.preprocess);
+    let result = evaluation::evaluate(&net, batches, args.amp);
+
+    println!("checkpoint: {}", args.checkpoint.display());
+    println!("test images: {}, accuracy: {:.2}%, loss: {:.4}", result.images, 100.0 * result.accuracy, result.loss);
+    let name = |c: usize| CLASS_NAMES.get(c).copied().unwrap_or("?");
+    println!("\n{:<12} {:>8}   confusion (rows: true class, columns: predicted)", "class", "accuracy");
+    let header: String = (0..result.confusion.len()).map(|c| format!("{:>6}", &name(c)[..name(c).len().min(5)])).collect();
+    println!("{:<12} {:>8}   {header}", "", "");
+    for (c, (row, acc)) in result.confusion.iter().zip(result.per_class_accuracy()).enumerate() {
+        let cells: String = row.iter().map(|v| format!("{v:>6}")).collect();
+        println!("{:<12} {:>7.2}%   {cells}", name(c), 100.0 * acc);
+    }
+    if let Some(path) = &args.json {
+        let json = serde_json::json!({
+            "checkpoint": args.checkpoint,
+            "images": result.images,
+            "accuracy": result.accuracy,
+            "loss": result.loss,
+            "per_class_accuracy": CLASS_NAMES.iter().zip(result.per_class_accuracy())
+                .map(|(n, a)| (n.to_string(), serde_json::json!(a))).collect::<serde_json::Map<_, _>>(),
+            "classes": CLASS_NAMES,
+            "confusion": result.confusion,
+        });
+        let text = serde_json::to_string_pretty(&json)? + "\n";
+        if path.as_os_str() == "-" {
+            print!("{text}");
+        } else {
+            std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

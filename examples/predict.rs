@@ -1,0 +1,67 @@
+//! Top classes of image files:
+//! `cargo run --release --example predict -- --checkpoint runs/<run>/best.safetensors cat.jpg`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+use clap::Parser;
+use tch::Tensor;
+use tch_alexnet::inference;
+
+/// Classify PNG or JPEG images of any size with an AlexNet checkpoint. Each image is scaled to
+/// 32×32 like a CIFAR image, then transformed as in training (227×227, normalised).
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// The .safetensors checkpoint (e.g. runs/<run>/best.safetensors).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Image files (PNG or JPEG).
+    #[arg(required = true, value_name = "IMAGE")]
+    images: Vec<PathBuf>,
+    /// How many classes to show per image.
+    #[arg(long, default_value_t = 3)]
+    top: i64,
+    /// auto (CUDA when available), cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn run() -> Result<()> {
+    let args = Args::parse();
+    if args.top < 1 {
+        bail!("--top must be at least 1");
+    }
+    let device = tch_alexnet::device::parse_device(&args.device)?;
+    let images = args.images.iter().map(|p| inference::load_image(p)).collect::<Result<Vec<_>>>()?;
+    let (_vs, net) = inference::load_model(&args.checkpoint, device)?;
+    let predictions = inference::predict(&net, &Tensor::stack(&images, 0), device, args.top);
+    if args.json {
+        let out: Vec<_> = args.images.iter().zip(&predictions)
+            .map(|(path, top)| serde_json::json!({ "image": path, "top": top }))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    for (path, top) in args.images.iter().zip(&predictions) {
+        println!("{}", path.display());
+        for p in top {
+            println!("  {:<12} {:6.2}%", p.name, 100.0 * p.probability);
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

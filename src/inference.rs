@@ -1,0 +1,75 @@
+//! Using a trained checkpoint: rebuild the model it fits, and classify image files.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use tch::nn::{self, ModuleT};
+use tch::{Device, Kind, Tensor};
+
+use crate::checkpoint;
+use crate::cifar::{CLASS_NAMES, IMAGE_SIZE};
+use crate::model::AlexNet;
+use crate::transforms::Preprocess;
+
+/// Builds an AlexNet with as many classes as the checkpoint's `fc3.0.weight` has rows and loads
+/// the checkpoint into it (a PyTorch-saved `state_dict` works the same).
+pub fn load_model(path: &Path, device: Device) -> Result<(nn::VarStore, AlexNet)> {
+    let loaded = checkpoint::load_tensors(path)?;
+    let classes = loaded
+        .tensors
+        .get("fc3.0.weight")
+        .map(|w| w.size()[0])
+        .with_context(|| format!("checkpoint {} lacks the key `fc3.0.weight`: not an AlexNet checkpoint", path.display()))?;
+    let (vs, net) = crate::training::build_model(device, classes, false)?;
+    checkpoint::load_var_store(&vs, path)?;
+    Ok((vs, net))
+}
+
+/// Reads a PNG or JPEG of any size as the model sees CIFAR images: RGB, scaled to 32×32
+/// (area-averaging, as the CIFAR images themselves were made), `uint8 [3, 32, 32]`. The
+/// training transform then upsamples it to 227×227.
+pub fn load_image(path: &Path) -> Result<Tensor> {
+    let img = image::ImageReader::open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?
+        .with_guessed_format()
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .decode()
+        .with_context(|| format!("{} is not a readable PNG or JPEG image", path.display()))?;
+    let side = IMAGE_SIZE as u32;
+    let rgb = image::imageops::resize(&img.to_rgb8(), side, side, image::imageops::FilterType::Triangle);
+    // HWC bytes → CHW tensor.
+    let hwc = Tensor::from_slice(rgb.as_raw()).view([IMAGE_SIZE, IMAGE_SIZE, 3]);
+    Ok(hwc.permute([2, 0, 1]).contiguous())
+}
+
+/// One image's most likely classes, best first.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Prediction {
+    pub class: usize,
+    pub name: String,
+    pub probability: f64,
+}
+
+/// The `k` most likely classes of each image in `images` (`uint8 [N, 3, 32, 32]`).
+pub fn predict(net: &AlexNet, images: &Tensor, device: Device, k: i64) -> Vec<Vec<Prediction>> {
+    let pre = Preprocess::new(device);
+    let probs = tch::no_grad(|| net.forward_t(&pre.apply(&images.to_device(device), None), false))
+        .softmax(-1, Kind::Float)
+        .to_device(Device::Cpu);
+    let k = k.clamp(1, net.num_classes());
+    let (values, indices) = probs.topk(k, -1, true, true);
+    (0..images.size()[0])
+        .map(|i| {
+            (0..k)
+                .map(|j| {
+                    let class = indices.int64_value(&[i, j]) as usize;
+                    Prediction {
+                        class,
+                        name: CLASS_NAMES.get(class).map_or_else(|| format!("class {class}"), |s| s.to_string()),
+                        probability: values.double_value(&[i, j]),
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}

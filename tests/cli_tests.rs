@@ -1,0 +1,234 @@
+//! The example binaries run as a user runs them, on tiny synthetic data on the CPU.
+
+mod common;
+
+use std::path::Path;
+
+use common::{assert_clean_failure, example_bin, metrics, run_bin, synthetic_data_dir, tensors};
+
+/// Flags of a short CPU run on the synthetic data.
+fn tiny_run_args<'a>(data: &'a str, out: &'a str, epochs: &'a str) -> Vec<&'a str> {
+    vec![
+        "--data-dir", data, "--no-download", "--device", "cpu", "--threads", "2", "--out", out, "--epochs", epochs,
+        "--limit-train", "24", "--limit-val", "8", "--limit-test", "8", "--batch-size", "8",
+    ]
+}
+
+#[test]
+fn help_documents_every_flag_with_the_recipe_defaults() {
+    let f = run_bin(&example_bin("train"), &["--help"]);
+    assert_eq!(f.code, Some(0), "{}", f.stderr);
+    let help = f.stdout;
+    for (flag, default) in [
+        ("--epochs", "[default: 20]"),
+        ("--batch-size", "[default: 64]"),
+        ("--lr", "[default: 0.005]"),
+        ("--momentum", "[default: 0.9]"),
+        ("--weight-decay", "[default: 0.005]"),
+        ("--valid-size", "[default: 0.1]"),
+        ("--seed", "[default: 1]"),
+        ("--data-dir", "[default: data]"),
+        ("--device", "[default: auto]"),
+    ] {
+        let line = help.lines().position(|l| l.trim_start().starts_with(flag)).unwrap_or_else(|| panic!("{flag} missing"));
+        // clap's long help puts the default at the end of the flag's paragraph, which runs
+        // until the next flag.
+        let paragraph: String = help.lines().skip(line + 1).take_while(|l| !l.trim_start().starts_with('-')).collect();
+        assert!(paragraph.contains(default), "{flag}: {paragraph}");
+    }
+    for flag in [
+        "--no-augment", "--out", "--threads", "--resume", "--limit-train", "--limit-val", "--limit-test", "--amp",
+        "--no-download", "--memory-format", "--save-every",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from --help");
+    }
+    for example in ["evaluate", "predict"] {
+        let f = run_bin(&example_bin(example), &["--help"]);
+        assert_eq!(f.code, Some(0));
+        assert!(f.stdout.contains("--checkpoint"));
+    }
+}
+
+#[test]
+fn bad_flags_give_one_clear_error_line() {
+    let train = example_bin("train");
+    let data = synthetic_data_dir();
+    let data = data.to_str().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let out = out.path().join("run");
+    let out = out.to_str().unwrap();
+    for (args, message) in [
+        (vec!["--batch-size", "0"], "batch size must be at least 1"),
+        (vec!["--valid-size", "1.5"], "valid size must be in [0, 1)"),
+        (vec!["--device", "cuda:7"], "cuda:7"),
+        (vec!["--device", "tpu"], "unknown device"),
+        (vec!["--threads", "0"], "threads must be at least 1"),
+        (vec!["--lr=-1"], "learning rate"),
+        (vec!["--epochs=-3"], "invalid value"),
+        (vec!["--bogus"], "unexpected argument"),
+    ] {
+        let mut all = vec!["--data-dir", data, "--no-download", "--out", out];
+        all.extend(args.iter().copied());
+        let f = run_bin(&train, &all);
+        assert_clean_failure(&f, message);
+    }
+    let f = run_bin(&train, &["--resume", "/nonexistent/run"]);
+    assert_clean_failure(&f, "/nonexistent/run");
+    let f = run_bin(&train, &["--data-dir", "/nonexistent/data", "--no-download", "--out", out]);
+    assert_clean_failure(&f, "CIFAR-10 not found in /nonexistent/data");
+    let missing = "/nonexistent/model.safetensors";
+    let f = run_bin(&example_bin("evaluate"), &["--checkpoint", missing, "--data-dir", data, "--device", "cpu"]);
+    assert_clean_failure(&f, missing);
+    let png = tempfile::Builder::new().suffix(".png").tempfile().unwrap();
+    image::RgbImage::new(8, 8).save(png.path()).unwrap();
+    let f = run_bin(&example_bin("predict"), &["--checkpoint", missing, "--device", "cpu", png.path().to_str().unwrap()]);
+    assert_clean_failure(&f, missing);
+    let f = run_bin(&example_bin("predict"), &["--checkpoint", missing, "--device", "cpu", "/nonexistent/cat.png"]);
+    assert_clean_failure(&f, "/nonexistent/cat.png");
+}
+
+/// Two epochs on a small synthetic set: every output file exists with valid content, the model
+/// learns the class colours, and the checkpoints work with evaluate, predict and PyTorch.
+#[test]
+fn two_epoch_run_writes_every_file_and_learns() {
+    let data = synthetic_data_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let (data_s, run_s) = (data.to_str().unwrap(), run.to_str().unwrap());
+    let args = [
+        "--data-dir", data_s, "--no-download", "--device", "cpu", "--threads", "2", "--out", run_s, "--epochs", "2",
+        "--limit-train", "96", "--limit-val", "32", "--limit-test", "64", "--batch-size", "16",
+    ];
+    let f = run_bin(&example_bin("train"), &args);
+    assert_eq!(f.code, Some(0), "stdout: {}\nstderr: {}", f.stdout, f.stderr);
+    assert!(f.stdout.contains("epoch 2/2: train loss"), "{}", f.stdout);
+
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    for (key, value) in [("epochs", 2.0), ("batch_size", 16.0), ("lr", 0.005), ("momentum", 0.9), ("weight_decay", 0.005), ("valid_size", 0.1), ("seed", 1.0)] {
+        assert_eq!(config[key].as_f64(), Some(value), "config.json {key}");
+    }
+    assert_eq!(config["resolved_device"], "cpu");
+    assert_eq!(config["libtorch_version"], "2.13.0");
+    assert!(config["data_dir"].as_str().unwrap().contains("synthetic"));
+
+    let lines = metrics(&run);
+    assert_eq!(lines.len(), 2);
+    for (i, m) in lines.iter().enumerate() {
+        assert_eq!(m["epoch"], i as u64 + 1);
+        for key in ["train_loss", "train_acc", "val_acc", "val_loss", "lr", "seconds", "images_per_sec"] {
+            assert!(m[key].as_f64().is_some_and(f64::is_finite), "metrics {key}: {m}");
+        }
+    }
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let test_acc = summary["test_acc_best"].as_f64().unwrap();
+    assert_eq!(summary["test_images"], 64);
+    // Ten balanced-ish classes: chance is about 10%.
+    assert!(test_acc > 0.3, "test accuracy {test_acc} is not clearly above chance");
+    assert!(summary["test_acc_last"].as_f64().is_some() && summary["best_epoch"].as_u64().is_some());
+    assert!(std::fs::read_to_string(run.join("curves.svg")).unwrap().starts_with("<svg"));
+    let leftovers: Vec<_> = std::fs::read_dir(&run).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).filter(|n| n.contains(".tmp")).collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+
+    // evaluate: the table and the JSON agree with summary.json.
+    let json = dir.path().join("eval.json");
+    let f = run_bin(
+        &example_bin("evaluate"),
+        &["--checkpoint", run.join("best.safetensors").to_str().unwrap(), "--data-dir", data_s, "--device", "cpu", "--limit-test", "64", "--json", json.to_str().unwrap()],
+    );
+    assert_eq!(f.code, Some(0), "{}", f.stderr);
+    assert!(f.stdout.contains("accuracy") && f.stdout.contains("airplane"), "{}", f.stdout);
+    let eval: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!((eval["accuracy"].as_f64().unwrap() - test_acc).abs() < 1e-9);
+    let confusion: Vec<Vec<i64>> = serde_json::from_value(eval["confusion"].clone()).unwrap();
+    assert_eq!(confusion.len(), 10);
+    assert_eq!(confusion.iter().flatten().sum::<i64>(), 64);
+
+    // predict: a PNG of class 0's colour and a JPEG of another size.
+    let png = dir.path().join("red.png");
+    let jpg = dir.path().join("navy.jpg");
+    image::RgbImage::from_pixel(300, 200, image::Rgb([230, 25, 75])).save(&png).unwrap();
+    image::RgbImage::from_pixel(17, 45, image::Rgb([0, 0, 128])).save(&jpg).unwrap();
+    let f = run_bin(
+        &example_bin("predict"),
+        &["--checkpoint", run.join("best.safetensors").to_str().unwrap(), "--device", "cpu", "--json", png.to_str().unwrap(), jpg.to_str().unwrap()],
+    );
+    assert_eq!(f.code, Some(0), "{}", f.stderr);
+    let predictions: serde_json::Value = serde_json::from_str(&f.stdout).unwrap();
+    for p in predictions.as_array().unwrap() {
+        let top = p["top"].as_array().unwrap();
+        assert_eq!(top.len(), 3);
+        let probs: Vec<f64> = top.iter().map(|t| t["probability"].as_f64().unwrap()).collect();
+        assert!(probs.windows(2).all(|w| w[0] >= w[1]) && probs.iter().sum::<f64>() <= 1.0 + 1e-6);
+    }
+
+    // A checkpoint that went through PyTorch (strict load, saved by PyTorch) works in both tools.
+    if let Some(python) = common::reference_python() {
+        let torch_ckpt = dir.path().join("from_torch.safetensors");
+        common::run_reference(&python, &["roundtrip", run.join("last.safetensors").to_str().unwrap(), torch_ckpt.to_str().unwrap()]);
+        let f = run_bin(
+            &example_bin("evaluate"),
+            &["--checkpoint", torch_ckpt.to_str().unwrap(), "--data-dir", data_s, "--device", "cpu", "--limit-test", "64"],
+        );
+        assert_eq!(f.code, Some(0), "{}", f.stderr);
+        assert!(f.stdout.contains(&format!("{:.2}%", 100.0 * summary["test_acc_last"].as_f64().unwrap())), "{}", f.stdout);
+        let f = run_bin(&example_bin("predict"), &["--checkpoint", torch_ckpt.to_str().unwrap(), "--device", "cpu", png.to_str().unwrap()]);
+        assert_eq!(f.code, Some(0), "{}", f.stderr);
+    } else {
+        eprintln!("SKIPPED: PyTorch round trip of the run's checkpoint (no reference Python)");
+    }
+}
+
+fn assert_same_numbers(a: &serde_json::Value, b: &serde_json::Value) {
+    for key in ["epoch", "train_loss", "train_acc", "val_loss", "val_acc"] {
+        assert_eq!(a[key], b[key], "{key} differs: {a} vs {b}");
+    }
+}
+
+fn assert_same_checkpoint(a: &Path, b: &Path) {
+    let (a, b) = (tensors(a), tensors(b));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (name, t) in &a {
+        assert!(t.equal(&b[name]), "{name} differs");
+    }
+}
+
+/// Same seed on the CPU → identical numbers; `--resume` from the epoch-1 checkpoint → the same
+/// epoch 2 and the same final weights as the uninterrupted run.
+#[test]
+fn runs_are_deterministic_and_resume_exactly() {
+    let data = synthetic_data_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let data_s = data.to_str().unwrap();
+    let train = example_bin("train");
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+
+    let (a, b, c) = (path("a"), path("b"), path("c"));
+    for run in [&a, &b] {
+        let f = run_bin(&train, &tiny_run_args(data_s, run, "2"));
+        assert_eq!(f.code, Some(0), "{}", f.stderr);
+    }
+    let (ma, mb) = (metrics(Path::new(&a)), metrics(Path::new(&b)));
+    assert_eq!(ma.len(), 2);
+    for (x, y) in ma.iter().zip(&mb) {
+        assert_same_numbers(x, y);
+    }
+    assert_same_checkpoint(&Path::new(&a).join("last.safetensors"), &Path::new(&b).join("last.safetensors"));
+
+    let f = run_bin(&train, &tiny_run_args(data_s, &c, "1"));
+    assert_eq!(f.code, Some(0), "{}", f.stderr);
+    assert_same_numbers(&metrics(Path::new(&c))[0], &ma[0]);
+    let f = run_bin(&train, &["--resume", &c, "--epochs", "2"]);
+    assert_eq!(f.code, Some(0), "{}\n{}", f.stdout, f.stderr);
+    assert!(f.stdout.contains("Resuming"), "{}", f.stdout);
+    let mc = metrics(Path::new(&c));
+    assert_eq!(mc.len(), 2);
+    assert_same_numbers(&mc[1], &ma[1]);
+    assert_same_checkpoint(&Path::new(&c).join("last.safetensors"), &Path::new(&a).join("last.safetensors"));
+
+    // A resumed run keeps its settings: changing one is refused.
+    let f = run_bin(&train, &["--resume", &c, "--lr", "0.1"]);
+    assert_clean_failure(&f, "--lr");
+    // And a finished run is not overwritten by a new one.
+    let f = run_bin(&train, &tiny_run_args(data_s, &c, "1"));
+    assert_clean_failure(&f, "already holds a run");
+}
