@@ -37,6 +37,8 @@ pub enum DataError {
     MissingDir(PathBuf),
     #[error("{0} is not a folder")]
     NotADir(PathBuf),
+    #[error("CIFAR-10 file {0} is not a regular file")]
+    NotAFile(PathBuf),
     #[error("CIFAR-10 file {0} is missing")]
     MissingFile(PathBuf),
     #[error("CIFAR-10 file {path} has {found} bytes, expected {expected} (10,000 records of 3,073 bytes): truncated or not a CIFAR-10 binary file")]
@@ -79,6 +81,7 @@ pub fn check_dir(dir: &Path) -> Result<(), DataError> {
     for name in TRAIN_FILES.iter().chain([&TEST_FILE]) {
         let path = dir.join(name);
         let len = match std::fs::metadata(&path) {
+            Ok(m) if !m.is_file() => return Err(DataError::NotAFile(path)),
             Ok(m) => m.len(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(DataError::MissingFile(path)),
             Err(err) => return Err(DataError::Io { path, err }),

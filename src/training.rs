@@ -239,6 +239,13 @@ fn prepare_run_dir(run: &RunDir) -> Result<()> {
     if run.resume && !dir.join(LAST_CHECKPOINT).exists() {
         bail!("cannot resume: {} has no {LAST_CHECKPOINT}", dir.display());
     }
+    // Temporary files of a process killed while writing: never read, safe to remove.
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.contains(".tmp-") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
     Ok(())
 }
 

@@ -1,5 +1,5 @@
 //! Trains the recipe: `cargo run --release --example train` (every default is the recipe's).
-//! See `examples/train/README.md` for the expected output.
+//! See `README.md` beside this file for the expected output.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
