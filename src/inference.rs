@@ -12,15 +12,16 @@ use crate::model::AlexNet;
 use crate::transforms::Preprocess;
 
 /// Builds an AlexNet with as many classes as the checkpoint's `fc3.0.weight` has rows and loads
-/// the checkpoint into it (a PyTorch-saved `state_dict` works the same).
-pub fn load_model(path: &Path, device: Device) -> Result<(nn::VarStore, AlexNet)> {
+/// the checkpoint into it (a PyTorch-saved `state_dict` works the same). `channels_last` gives
+/// the conv weights NHWC strides (feed it channels-last batches then).
+pub fn load_model(path: &Path, device: Device, channels_last: bool) -> Result<(nn::VarStore, AlexNet)> {
     let loaded = checkpoint::load_tensors(path)?;
     let classes = loaded
         .tensors
         .get("fc3.0.weight")
         .map(|w| w.size()[0])
         .with_context(|| format!("checkpoint {} lacks the key `fc3.0.weight`: not an AlexNet checkpoint", path.display()))?;
-    let (vs, net) = crate::training::build_model(device, classes, false)?;
+    let (vs, net) = crate::training::build_model(device, classes, channels_last)?;
     checkpoint::load_var_store(&vs, path)?;
     Ok((vs, net))
 }

@@ -10,6 +10,7 @@
 //! - [`training`], [`evaluation`], [`plot`]: the recipe's loop, its metrics and what a run leaves.
 //! - [`inference`]: loading a checkpoint for evaluation and prediction.
 
+pub mod allocator;
 pub mod batches;
 pub mod checkpoint;
 pub mod cifar;

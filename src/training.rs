@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
-use crate::batches::Batches;
+use crate::batches::{Batch, Batches};
 use crate::checkpoint::{self, Metadata};
 use crate::cifar;
 use crate::download::{self, Source};
@@ -65,7 +65,8 @@ pub struct TrainConfig {
     pub limit_test: Option<usize>,
     /// bf16/fp16 autocast on CUDA (no effect on the CPU).
     pub amp: bool,
-    /// `auto` (channels-last on CUDA only), `channels-last` or `contiguous`.
+    /// `channels-last` (NHWC strides for images and conv weights; measured faster on both the
+    /// CPU and CUDA) or `contiguous` (NCHW, as PyTorch's default).
     pub memory_format: String,
     /// Also save `last.safetensors` every this many steps (0: only at the end of each epoch).
     pub save_every: usize,
@@ -92,7 +93,7 @@ impl Default for TrainConfig {
             limit_val: None,
             limit_test: None,
             amp: false,
-            memory_format: "auto".into(),
+            memory_format: "channels-last".into(),
             save_every: 0,
         }
     }
@@ -127,8 +128,8 @@ impl TrainConfig {
         if self.limit_train.is_none() && self.valid_size * 50_000.0 >= 49_999.0 {
             bail!("valid size {} leaves no training image", self.valid_size);
         }
-        if !["auto", "channels-last", "contiguous"].contains(&self.memory_format.as_str()) {
-            bail!("memory format must be auto, channels-last or contiguous, got `{}`", self.memory_format);
+        if !["channels-last", "contiguous"].contains(&self.memory_format.as_str()) {
+            bail!("memory format must be channels-last or contiguous, got `{}`", self.memory_format);
         }
         crate::device::parse_device(&self.device)?;
         Ok(())
@@ -289,14 +290,11 @@ pub fn setup(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<Setup> {
     if let Some(threads) = config.threads {
         tch::set_num_threads(threads as i32);
     }
+    crate::allocator::reuse_freed_memory();
     if device.is_cuda() {
         tch::Cuda::cudnn_set_benchmark(true);
     }
-    let channels_last = match config.memory_format.as_str() {
-        "channels-last" => true,
-        "contiguous" => false,
-        _ => device.is_cuda(),
-    };
+    let channels_last = config.memory_format == "channels-last";
     let folder = download::ensure_cifar10(&config.data_dir, config.download, &Source::default())?;
     let started = Instant::now();
     let data = cifar::load_dir(&folder)?.to_device(device);
@@ -431,12 +429,8 @@ pub fn train(config: &TrainConfig, run: &RunDir, stop: &AtomicBool, log: &mut dy
         for batch in batches {
             let step = state.step;
             tch::manual_seed(step_seed(config.seed, epoch, step));
-            let logits = tch::autocast(config.amp, || net.forward_t(&batch.images, true));
-            let loss = logits.to_kind(Kind::Float).cross_entropy_for_logits(&batch.labels);
-            sgd.zero_grad();
-            loss.backward();
-            sgd.step();
-            sums_dev.add(&loss.detach(), &logits.detach(), &batch.labels);
+            let (loss, logits) = train_step(&net, &mut sgd, &batch, config.amp);
+            sums_dev.add(&loss, &logits, &batch.labels);
             state.step += 1;
             bar.inc(1);
             let done = state.step == steps;
@@ -556,6 +550,17 @@ pub fn train(config: &TrainConfig, run: &RunDir, stop: &AtomicBool, log: &mut dy
         summary.total_seconds
     ));
     Ok(Outcome::Finished(summary))
+}
+
+/// One optimisation step of the recipe: forward in train mode, cross-entropy, backward, SGD.
+/// Returns the (detached) loss and logits; nothing is read back to the host.
+pub fn train_step(net: &AlexNet, sgd: &mut Sgd, batch: &Batch, amp: bool) -> (Tensor, Tensor) {
+    let logits = tch::autocast(amp, || net.forward_t(&batch.images, true)).to_kind(Kind::Float);
+    let loss = logits.cross_entropy_for_logits(&batch.labels);
+    sgd.zero_grad();
+    loss.backward();
+    sgd.step();
+    (loss.detach(), logits.detach())
 }
 
 fn summarize(state: &LoopState, best: &EvalResult, last: &EvalResult, epochs: usize, seconds: f64) -> Summary {

@@ -50,13 +50,12 @@ fn run() -> Result<()> {
         device: args.device.clone(),
         batch_size: args.batch_size,
         limit_test: args.limit_test,
-        memory_format: "contiguous".into(),
         ..TrainConfig::default()
     };
     config.validate()?;
     let device = tch_alexnet::device::parse_device(&args.device)?;
     // The checkpoint first: a wrong path should fail before the data set is loaded.
-    let (_vs, net) = inference::load_model(&args.checkpoint, device)?;
+    let (_vs, net) = inference::load_model(&args.checkpoint, device, true)?;
     let setup = training::setup(&config, &mut |line| eprintln!("{line}"))?;
     let n_test = setup.data.test_labels.size()[0];
     let indices: Vec<i64> = (0..n_test.min(args.limit_test.unwrap_or(usize::MAX) as i64)).collect();

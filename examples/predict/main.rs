@@ -38,7 +38,7 @@ fn run() -> Result<()> {
     }
     let device = tch_alexnet::device::parse_device(&args.device)?;
     let images = args.images.iter().map(|p| inference::load_image(p)).collect::<Result<Vec<_>>>()?;
-    let (_vs, net) = inference::load_model(&args.checkpoint, device)?;
+    let (_vs, net) = inference::load_model(&args.checkpoint, device, false)?;
     let predictions = inference::predict(&net, &Tensor::stack(&images, 0), device, args.top);
     if args.json {
         let out: Vec<_> = args.images.iter().zip(&predictions)

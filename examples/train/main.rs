@@ -75,8 +75,9 @@ struct Args {
     /// Mixed precision (autocast) on CUDA; ignored on the CPU.
     #[arg(long)]
     amp: bool,
-    /// Memory layout of images and conv weights: auto (channels-last on CUDA), channels-last or contiguous.
-    #[arg(long, default_value = "auto")]
+    /// Memory layout of images and conv weights: channels-last (faster on CPU and CUDA) or
+    /// contiguous (NCHW). Results agree to float rounding.
+    #[arg(long, default_value = "channels-last")]
     memory_format: String,
     /// Also save last.safetensors every N steps (0: only at the end of each epoch).
     #[arg(long, default_value_t = 0, value_name = "N")]

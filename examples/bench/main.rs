@@ -1,0 +1,214 @@
+//! Throughput of this crate's training step, evaluation, data pipeline and loader, as JSON.
+//! Run by `scripts/bench`, which runs the PyTorch original beside it and writes the table.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use tch::nn::ModuleT;
+use tch::Device;
+use tch_alexnet::batches::Batches;
+use tch_alexnet::sgd::Sgd;
+use tch_alexnet::training::{self, TrainConfig};
+use tch_alexnet::{cifar, split, transforms};
+
+/// Measure images per second of the training step, evaluation and data pipeline, and the data
+/// set load time (medians of --reps repetitions after a warm-up).
+#[derive(Parser, Debug)]
+#[command(about)]
+struct Args {
+    /// Folder holding cifar-10-batches-bin/ (or that folder); a synthetic set is written when absent.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// libtorch CPU threads.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Images per step.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Timed training steps per repetition.
+    #[arg(long, default_value_t = 2)]
+    train_steps: usize,
+    /// Timed evaluation batches per repetition.
+    #[arg(long, default_value_t = 3)]
+    eval_batches: usize,
+    /// Timed data-pipeline batches per repetition.
+    #[arg(long, default_value_t = 20)]
+    data_batches: usize,
+    /// Repetitions (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// Mixed precision on CUDA.
+    #[arg(long)]
+    amp: bool,
+    /// Memory layout of images and conv weights: contiguous or channels-last (one per process,
+    /// so that the peak memory is that of one model, as in a real run).
+    #[arg(long, default_value = "channels-last")]
+    memory_format: String,
+    /// Write the JSON here instead of standard output.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    xs[xs.len() / 2]
+}
+
+fn sync(device: Device) {
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
+/// Peak resident memory of this process so far, in MB (Linux `VmHWM`).
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Images per second of `reps` timed calls of `work`, each processing `images_per_rep` images.
+fn time_images(reps: usize, images_per_rep: usize, device: Device, mut work: impl FnMut()) -> Vec<f64> {
+    (0..reps)
+        .map(|_| {
+            sync(device);
+            let t = Instant::now();
+            work();
+            sync(device);
+            images_per_rep as f64 / t.elapsed().as_secs_f64()
+        })
+        .collect()
+}
+
+fn run() -> Result<()> {
+    let args = Args::parse();
+    let data_dir = match &args.data_dir {
+        Some(d) => d.clone(),
+        None => {
+            let d = std::env::temp_dir().join("tch-alexnet-bench-synthetic");
+            if cifar::check_dir(&d).is_err() {
+                tch_alexnet::synthetic::write_dataset(&d, 7).context("cannot write the synthetic data set")?;
+            }
+            d
+        }
+    };
+    let config = TrainConfig {
+        data_dir: data_dir.clone(),
+        download: false,
+        device: args.device.clone(),
+        threads: Some(args.threads),
+        batch_size: args.batch_size,
+        amp: args.amp,
+        memory_format: args.memory_format.clone(),
+        ..TrainConfig::default()
+    };
+    config.validate()?;
+    let folder = tch_alexnet::download::ensure_cifar10(&data_dir, false, &Default::default())?;
+    let load_seconds = median(
+        (0..args.reps)
+            .map(|_| {
+                let t = Instant::now();
+                let data = cifar::load_dir(&folder).map(|d| d.to_device(Device::Cpu));
+                let secs = t.elapsed().as_secs_f64();
+                drop(data);
+                secs
+            })
+            .collect(),
+    );
+    let setup = training::setup(&config, &mut |line| eprintln!("{line}"))?;
+    let device = setup.device;
+    let bs = args.batch_size;
+    let plan = split::epoch_plan(setup.split.train.len(), 1, 0);
+    let (images, labels) = (&setup.data.train_images, &setup.data.train_labels);
+
+    // 3. The data pipeline alone: gather, flip, normalise, resize a batch on the device.
+    let need = (args.data_batches + 1) * bs;
+    let data_rates = time_images(args.reps, args.data_batches * bs, device, || {
+        let batches = Batches::for_epoch(images, labels, &setup.split.train[..need], &split::epoch_plan(need, 1, 0), true, bs, &setup.preprocess);
+        for batch in batches.skip(1) {
+            let _ = batch.images.sum(tch::Kind::Float);
+        }
+    });
+    eprintln!("data pipeline: {:.0} images/s", median(data_rates.clone()));
+
+    // 1. Training step: gather, transforms, forward, loss, backward, SGD.
+    let channels_last = args.memory_format == "channels-last";
+    let preprocess = transforms::Preprocess::new(device).channels_last(channels_last);
+    tch::manual_seed(1);
+    let (vs, net) = training::build_model(device, 10, channels_last)?;
+    let mut sgd = Sgd::new(&vs, config.sgd());
+    let steps = args.train_steps;
+    let mut batches = Batches::for_epoch(images, labels, &setup.split.train, &plan, true, bs, &preprocess);
+    let _ = training::train_step(&net, &mut sgd, &batches.next().context("no batch")?, args.amp);
+    let train_rates = time_images(args.reps, steps * bs, device, || {
+        for _ in 0..steps {
+            let batch = batches.next().expect("enough batches");
+            let _ = training::train_step(&net, &mut sgd, &batch, args.amp);
+        }
+    });
+    eprintln!("training step ({}): {:.1} images/s", args.memory_format, median(train_rates.clone()));
+
+    // 2. Evaluation (eval mode, no grad) of the same model, as the recipe validates.
+    let eval_images = (args.eval_batches + 1) * bs;
+    let eval_rates = time_images(args.reps, args.eval_batches * bs, device, || {
+        let batches = Batches::new(&setup.data.test_images, &setup.data.test_labels, &(0..eval_images as i64).collect::<Vec<_>>(), bs, &preprocess);
+        tch::no_grad(|| {
+            for batch in batches.skip(1) {
+                let _ = tch::autocast(args.amp, || net.forward_t(&batch.images, false)).argmax(-1, false);
+            }
+        });
+    });
+    eprintln!("evaluation: {:.1} images/s", median(eval_rates.clone()));
+    let peak = peak_rss_mb();
+
+    // 4b. tch's own loader, for comparison (after the peak-memory reading: it holds floats).
+    let tch_load_seconds = {
+        let t = Instant::now();
+        let d = tch::vision::cifar::load_dir(&folder).context("tch::vision::cifar::load_dir failed")?;
+        let secs = t.elapsed().as_secs_f64();
+        drop(d);
+        secs
+    };
+
+    let report = serde_json::json!({
+        "implementation": "rust (tch 0.26, libtorch 2.13.0)",
+        "device": tch_alexnet::device::device_name(device),
+        "threads": args.threads,
+        "batch_size": bs,
+        "amp": args.amp,
+        "memory_format": args.memory_format,
+        "train_images_per_sec": median(train_rates.clone()),
+        "train_runs": train_rates,
+        "eval_images_per_sec": median(eval_rates.clone()),
+        "eval_runs": eval_rates,
+        "data_images_per_sec": median(data_rates.clone()),
+        "data_runs": data_rates,
+        "load_seconds": load_seconds,
+        "data_folder": folder,
+        "load_seconds_tch_load_dir": tch_load_seconds,
+        "peak_rss_mb": peak,
+    });
+    let text = serde_json::to_string_pretty(&report)? + "\n";
+    match &args.json {
+        Some(p) => std::fs::write(p, text).with_context(|| format!("cannot write {}", p.display()))?,
+        None => print!("{text}"),
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

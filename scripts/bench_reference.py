@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""The recipe's PyTorch pipeline, timed the same way as examples/bench (medians of --reps).
+
+Per-image torchvision transforms on PIL images (RandomHorizontalFlip, Resize(227), ToTensor,
+Normalize), a DataLoader with num_workers=0 and SubsetRandomSampler, plain fp32 (or --amp on
+CUDA), SGD(lr 0.005, momentum 0.9, weight_decay 0.005): as the tutorial writes it. The images
+come from the CIFAR binary files, held as uint8 HWC arrays like torchvision's CIFAR10 holds them.
+"""
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.sampler import SubsetRandomSampler
+from torchvision import transforms
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from reference import CIFAR_MEAN, CIFAR_STD, LR, MOMENTUM, WEIGHT_DECAY, AlexNet  # noqa: E402
+
+TRAIN_FILES = [f"data_batch_{i}.bin" for i in range(1, 6)]
+
+
+def load_cifar(folder):
+    """The binary files as torchvision's CIFAR10 keeps them: uint8 [N, 32, 32, 3] and labels."""
+    def read(name):
+        raw = np.fromfile(os.path.join(folder, name), dtype=np.uint8).reshape(-1, 3073)
+        return raw[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), raw[:, 0].astype(np.int64)
+    train = [read(f) for f in TRAIN_FILES]
+    test = read("test_batch.bin")
+    return (np.concatenate([t[0] for t in train]), np.concatenate([t[1] for t in train])), test
+
+
+class Cifar(Dataset):
+    def __init__(self, images, labels, transform):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
+
+
+def median(xs):
+    return sorted(xs)[len(xs) // 2]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--data-dir", required=True, help="folder with the CIFAR-10 .bin files")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--train-steps", type=int, default=2)
+    p.add_argument("--eval-batches", type=int, default=3)
+    p.add_argument("--data-batches", type=int, default=5)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--amp", action="store_true")
+    p.add_argument("--json")
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    device = torch.device(a.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    sync = (lambda: torch.cuda.synchronize()) if device.type == "cuda" else (lambda: None)
+
+    loads = []
+    for _ in range(a.reps):
+        t = time.perf_counter()
+        (train_x, train_y), (test_x, test_y) = load_cifar(a.data_dir)
+        loads.append(time.perf_counter() - t)
+
+    normalize = transforms.Normalize(CIFAR_MEAN, CIFAR_STD)
+    train_tf = transforms.Compose([transforms.RandomHorizontalFlip(), transforms.Resize(227), transforms.ToTensor(), normalize])
+    test_tf = transforms.Compose([transforms.Resize(227), transforms.ToTensor(), normalize])
+    np.random.seed(1)
+    indices = np.random.permutation(len(train_y))
+    train_idx = indices[len(train_y) // 10:]
+    bs = a.batch_size
+
+    def loader():
+        return iter(DataLoader(Cifar(train_x, train_y, train_tf), batch_size=bs, sampler=SubsetRandomSampler(train_idx)))
+
+    # 3. Data pipeline alone.
+    data_rates = []
+    it = loader()
+    next(it)
+    for _ in range(a.reps):
+        t = time.perf_counter()
+        for _ in range(a.data_batches):
+            images, labels = next(it)
+            images.to(device), labels.to(device)
+        sync()
+        data_rates.append(a.data_batches * bs / (time.perf_counter() - t))
+    print(f"data pipeline: {median(data_rates):.0f} images/s", file=sys.stderr)
+
+    # 1. Training step: data -> forward -> loss -> backward -> SGD.
+    torch.manual_seed(1)
+    model = AlexNet().to(device)
+    model.train()
+    cost = nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY, momentum=MOMENTUM)
+
+    def step(images, labels):
+        images, labels = images.to(device), labels.to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=a.amp):
+            loss = cost(model(images), labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    it = loader()
+    step(*next(it))
+    train_rates = []
+    for _ in range(a.reps):
+        sync()
+        t = time.perf_counter()
+        for _ in range(a.train_steps):
+            step(*next(it))
+        sync()
+        train_rates.append(a.train_steps * bs / (time.perf_counter() - t))
+    print(f"training step: {median(train_rates):.1f} images/s", file=sys.stderr)
+
+    # 2. Evaluation.
+    model.eval()
+    test_loader = DataLoader(Cifar(test_x, test_y, test_tf), batch_size=bs, shuffle=False)
+    eval_rates = []
+    with torch.no_grad():
+        for _ in range(a.reps):
+            it = iter(test_loader)
+            next(it)
+            sync()
+            t = time.perf_counter()
+            for _ in range(a.eval_batches):
+                images, _ = next(it)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=a.amp):
+                    model(images.to(device)).argmax(-1)
+            sync()
+            eval_rates.append(a.eval_batches * bs / (time.perf_counter() - t))
+    print(f"evaluation: {median(eval_rates):.1f} images/s", file=sys.stderr)
+
+    report = {
+        "implementation": f"pytorch {torch.__version__} (recipe: per-image torchvision, DataLoader num_workers=0)",
+        "device": str(device), "threads": a.threads, "batch_size": bs, "amp": a.amp,
+        "train_images_per_sec": median(train_rates), "train_runs": train_rates,
+        "eval_images_per_sec": median(eval_rates), "eval_runs": eval_rates,
+        "data_images_per_sec": median(data_rates), "data_runs": data_rates,
+        "load_seconds": median(loads),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+    }
+    text = json.dumps(report, indent=2) + "\n"
+    if a.json:
+        with open(a.json, "w") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+
+
+if __name__ == "__main__":
+    main()
