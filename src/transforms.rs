@@ -58,8 +58,9 @@ impl Preprocess {
             None => xs,
         };
         let xs = xs * &self.scale + &self.shift; // [N, 3, 32, 32], normalised
-        let xs = if self.channels_last { to_channels_last(&xs) } else { xs };
-        xs.upsample_bilinear2d([self.size, self.size], false, None, None) // [N, 3, 227, 227]
+        let xs = xs.upsample_bilinear2d([self.size, self.size], false, None, None); // [N, 3, 227, 227]
+        // Channels-last after the resize: the NCHW bilinear kernel is 2-3× faster for 3 channels.
+        if self.channels_last { to_channels_last(&xs) } else { xs }
     }
 
     /// Resize and normalise only (no flip), in `[0, 1]` units before normalisation: what
