@@ -5,6 +5,8 @@
 //! - `--no-as-needed` before libtorch's CUDA library: our code calls no symbol of
 //!   `libtorch_cuda.so` directly, so the linker would otherwise drop it and
 //!   `tch::Cuda::is_available()` would be false on a GPU machine.
+//! - `src/ffi/autocast.cpp`, compiled against libtorch's headers: selects bf16 for CUDA
+//!   autocast, which tch cannot do (see `src/amp.rs`).
 
 use std::path::PathBuf;
 
@@ -22,6 +24,20 @@ fn main() {
     let libtorch = libtorch.canonicalize().unwrap_or(libtorch);
     let lib = libtorch.join("lib");
     println!("cargo:rerun-if-changed={}", lib.display());
+    println!("cargo:rerun-if-changed=src/ffi/autocast.cpp");
+    println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
+    // The same ABI flag torch-sys compiles its own C++ with.
+    let cxx11_abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_string());
+    let include = libtorch.join("include");
+    cc::Build::new()
+        .cpp(true)
+        .file("src/ffi/autocast.cpp")
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .flag("-std=c++17")
+        .define("_GLIBCXX_USE_CXX11_ABI", cxx11_abi.as_str())
+        .warnings(false)
+        .compile("tch_alexnet_ffi");
     if target_os == "linux" {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed");

@@ -11,6 +11,7 @@
 //! - [`inference`]: loading a checkpoint for evaluation and prediction.
 
 pub mod allocator;
+pub mod amp;
 pub mod batches;
 pub mod checkpoint;
 pub mod cifar;

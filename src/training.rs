@@ -63,7 +63,7 @@ pub struct TrainConfig {
     pub limit_train: Option<usize>,
     pub limit_val: Option<usize>,
     pub limit_test: Option<usize>,
-    /// bf16/fp16 autocast on CUDA (no effect on the CPU).
+    /// bf16 autocast on CUDA (no effect on the CPU).
     pub amp: bool,
     /// `channels-last` (NHWC strides for images and conv weights; measured faster on both the
     /// CPU and CUDA) or `contiguous` (NCHW, as PyTorch's default).
@@ -293,6 +293,9 @@ pub fn setup(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<Setup> {
     crate::allocator::reuse_freed_memory();
     if device.is_cuda() {
         tch::Cuda::cudnn_set_benchmark(true);
+    }
+    if config.amp {
+        crate::amp::set_cuda_autocast_bf16(true)?;
     }
     let channels_last = config.memory_format == "channels-last";
     let folder = download::ensure_cifar10(&config.data_dir, config.download, &Source::default())?;

@@ -43,7 +43,7 @@ struct Args {
     /// Repetitions (the median is reported).
     #[arg(long, default_value_t = 3)]
     reps: usize,
-    /// Mixed precision on CUDA.
+    /// bf16 mixed precision (autocast) on CUDA.
     #[arg(long)]
     amp: bool,
     /// Memory layout of images and conv weights: contiguous or channels-last (one per process,

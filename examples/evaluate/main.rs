@@ -34,7 +34,7 @@ struct Args {
     /// Evaluate on the first N test images only.
     #[arg(long, value_name = "N")]
     limit_test: Option<usize>,
-    /// Mixed precision (autocast) on CUDA; ignored on the CPU.
+    /// bf16 mixed precision (autocast) on CUDA; ignored on the CPU.
     #[arg(long)]
     amp: bool,
     /// Also write the results as JSON to this file ("-" for standard output).
@@ -50,6 +50,7 @@ fn run() -> Result<()> {
         device: args.device.clone(),
         batch_size: args.batch_size,
         limit_test: args.limit_test,
+        amp: args.amp,
         ..TrainConfig::default()
     };
     config.validate()?;

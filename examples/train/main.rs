@@ -72,7 +72,7 @@ struct Args {
     /// Test on the first N test images only.
     #[arg(long, value_name = "N")]
     limit_test: Option<usize>,
-    /// Mixed precision (autocast) on CUDA; ignored on the CPU.
+    /// bf16 mixed precision (autocast) on CUDA; ignored on the CPU.
     #[arg(long)]
     amp: bool,
     /// Memory layout of images and conv weights: channels-last (faster on CPU and CUDA) or
