@@ -22,6 +22,7 @@ pub mod inference;
 pub mod model;
 pub mod plot;
 pub mod progress;
+pub mod resize;
 pub mod sgd;
 pub mod split;
 pub mod synthetic;

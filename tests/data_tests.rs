@@ -327,3 +327,24 @@ fn real_cifar10_has_the_documented_counts() {
     let s = split::train_valid_split(50_000, 0.1, 1).unwrap();
     assert_eq!((s.train.len(), s.valid.len()), (45_000, 5_000));
 }
+
+/// The CPU resize kernel against libtorch's `upsample_bilinear2d(align_corners = false)`, in
+/// both layouts and for several shapes (odd sizes, one row, down- and upsampling).
+#[test]
+fn cpu_resize_kernel_matches_libtorch() {
+    for (n, c, h, w, s) in [(5i64, 3i64, 32i64, 32i64, 227i64), (1, 1, 1, 7, 9), (3, 2, 17, 9, 40), (2, 3, 32, 32, 32), (2, 3, 32, 32, 20)] {
+        let xs = Tensor::randn([n, c, h, w], (Kind::Float, Device::Cpu));
+        let want = xs.upsample_bilinear2d([s, s], false, None, None);
+        for channels_last in [false, true] {
+            let got = tch_alexnet::resize::upsample_bilinear_cpu(&xs, s, channels_last);
+            assert_eq!(got.size(), want.size());
+            let diff = common::max_abs_diff(&got, &want);
+            assert!(diff < 1e-5, "[{n},{c},{h},{w}] → {s} (channels_last {channels_last}): max diff {diff}");
+            if channels_last {
+                assert_eq!(got.stride()[1], 1, "channels-last strides expected, got {:?}", got.stride());
+            } else {
+                assert!(got.is_contiguous(), "NCHW strides expected, got {:?}", got.stride());
+            }
+        }
+    }
+}
