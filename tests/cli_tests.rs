@@ -126,7 +126,7 @@ fn two_epoch_run_writes_every_file_and_learns() {
     assert!(test_acc > 0.3, "test accuracy {test_acc} is not clearly above chance");
     assert!(summary["test_acc_last"].as_f64().is_some() && summary["best_epoch"].as_u64().is_some());
     assert!(std::fs::read_to_string(run.join("curves.svg")).unwrap().starts_with("<svg"));
-    let leftovers: Vec<_> = std::fs::read_dir(&run).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).filter(|n| n.contains(".tmp")).collect();
+    let leftovers = common::temporary_files(&run);
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 
     // evaluate: the table and the JSON agree with summary.json.

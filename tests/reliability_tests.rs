@@ -271,7 +271,7 @@ fn sigkill_while_saving_never_leaves_a_broken_checkpoint() {
     assert_eq!(f.code, Some(0), "resume after SIGKILL (first kill at step {killed_at}): {}", f.stderr);
     assert_eq!(metrics(&out).len(), 1);
     assert!(out.join("summary.json").exists());
-    let leftovers: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).filter(|n| n.contains(".tmp-")).collect();
+    let leftovers = common::temporary_files(&out);
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
