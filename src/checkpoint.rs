@@ -179,8 +179,8 @@ pub fn load_tensors(path: &Path) -> Result<LoadedTensors, CheckpointError> {
         let kind = dtype_to_kind(view.dtype())
             .ok_or_else(|| format_err(format!("`{name}` has unsupported dtype {:?}", view.dtype())))?;
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-        let tensor = Tensor::f_from_data_size(view.data(), &shape, kind)
-            .map_err(|e| format_err(format!("`{name}`: {e}")))?;
+        let tensor =
+            Tensor::f_from_data_size(view.data(), &shape, kind).map_err(|e| format_err(format!("`{name}`: {e}")))?;
         tensors.insert(name.to_string(), tensor);
     }
     Ok(LoadedTensors { tensors, metadata })
@@ -234,11 +234,7 @@ pub fn check_matches(
                 hint,
             });
         }
-        let compatible = if want.is_floating_point() {
-            got.is_floating_point()
-        } else {
-            got.kind() == want.kind()
-        };
+        let compatible = if want.is_floating_point() { got.is_floating_point() } else { got.kind() == want.kind() };
         if !compatible {
             return Err(CheckpointError::Dtype {
                 path: path.to_path_buf(),

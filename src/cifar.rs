@@ -95,7 +95,7 @@ pub fn check_dir(dir: &Path) -> Result<(), DataError> {
 
 /// Parses the bytes of one batch file into `(uint8 [n, 3, 32, 32], int64 [n])`.
 pub fn parse_records(path: &Path, bytes: &[u8]) -> Result<(Tensor, Tensor), DataError> {
-    if bytes.is_empty() || bytes.len() % RECORD_BYTES != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(RECORD_BYTES) {
         return Err(DataError::WrongSize { path: path.to_path_buf(), found: bytes.len() as u64, expected: FILE_BYTES });
     }
     let n = bytes.len() / RECORD_BYTES;
@@ -106,7 +106,8 @@ pub fn parse_records(path: &Path, bytes: &[u8]) -> Result<(Tensor, Tensor), Data
     }
     let records = Tensor::from_slice(bytes).view([n as i64, RECORD_BYTES as i64]);
     let labels = records.select(1, 0).to_kind(Kind::Int64);
-    let images = records.narrow(1, 1, IMAGE_BYTES as i64).contiguous().view([n as i64, CHANNELS, IMAGE_SIZE, IMAGE_SIZE]);
+    let images =
+        records.narrow(1, 1, IMAGE_BYTES as i64).contiguous().view([n as i64, CHANNELS, IMAGE_SIZE, IMAGE_SIZE]);
     Ok((images, labels))
 }
 

@@ -105,7 +105,11 @@ fn fetch(url: &str, dest: &Path, expected_md5: &str, data_dir: &Path) -> Result<
         .build();
     let response = agent.get(url).call().map_err(|e| fetch_err(e.to_string()))?;
     let expected_len: Option<u64> = response.header("Content-Length").and_then(|v| v.parse().ok());
-    eprintln!("Downloading {url} ({}) to {}", expected_len.map_or("size unknown".into(), human_bytes), data_dir.display());
+    eprintln!(
+        "Downloading {url} ({}) to {}",
+        expected_len.map_or("size unknown".into(), human_bytes),
+        data_dir.display()
+    );
     let bar = crate::progress::bytes_bar(expected_len);
     let mut reader = response.into_reader();
     let mut file = File::create(dest).map_err(|e| DownloadError::Io { path: dest.to_path_buf(), err: e })?;

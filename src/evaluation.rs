@@ -20,11 +20,7 @@ pub struct EvalResult {
 impl EvalResult {
     /// Accuracy of each true class (NaN for a class with no image).
     pub fn per_class_accuracy(&self) -> Vec<f64> {
-        self.confusion
-            .iter()
-            .enumerate()
-            .map(|(c, row)| row[c] as f64 / row.iter().sum::<i64>() as f64)
-            .collect()
+        self.confusion.iter().enumerate().map(|(c, row)| row[c] as f64 / row.iter().sum::<i64>() as f64).collect()
     }
 }
 
@@ -50,10 +46,5 @@ pub fn evaluate(model: &AlexNet, batches: Batches<'_>, amp: bool) -> EvalResult 
     let confusion: Vec<Vec<i64>> = confusion.chunks(classes as usize).map(<[i64]>::to_vec).collect();
     let correct: i64 = (0..classes as usize).map(|c| confusion[c][c]).sum();
     let denom = images.max(1) as f64;
-    EvalResult {
-        images,
-        loss: loss_sum.double_value(&[]) / denom,
-        accuracy: correct as f64 / denom,
-        confusion,
-    }
+    EvalResult { images, loss: loss_sum.double_value(&[]) / denom, accuracy: correct as f64 / denom, confusion }
 }

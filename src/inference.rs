@@ -16,11 +16,9 @@ use crate::transforms::Preprocess;
 /// the conv weights NHWC strides (feed it channels-last batches then).
 pub fn load_model(path: &Path, device: Device, channels_last: bool) -> Result<(nn::VarStore, AlexNet)> {
     let loaded = checkpoint::load_tensors(path)?;
-    let classes = loaded
-        .tensors
-        .get("fc3.0.weight")
-        .map(|w| w.size()[0])
-        .with_context(|| format!("checkpoint {} lacks the key `fc3.0.weight`: not an AlexNet checkpoint", path.display()))?;
+    let classes = loaded.tensors.get("fc3.0.weight").map(|w| w.size()[0]).with_context(|| {
+        format!("checkpoint {} lacks the key `fc3.0.weight`: not an AlexNet checkpoint", path.display())
+    })?;
     let (vs, net) = crate::training::build_model(device, classes, channels_last)?;
     checkpoint::load_var_store(&vs, path)?;
     Ok((vs, net))

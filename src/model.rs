@@ -57,11 +57,8 @@ struct BatchNorm2d {
 
 impl BatchNorm2d {
     fn new(p: nn::Path, channels: i64) -> Self {
-        let config = nn::BatchNormConfig {
-            ws_init: nn::Init::Const(1.0),
-            bs_init: nn::Init::Const(0.0),
-            ..Default::default()
-        };
+        let config =
+            nn::BatchNormConfig { ws_init: nn::Init::Const(1.0), bs_init: nn::Init::Const(0.0), ..Default::default() };
         let inner = nn::batch_norm2d(&p, channels, config);
         let counter = Tensor::zeros([], (Kind::Int64, p.device()));
         let num_batches_tracked = p.add("num_batches_tracked", counter, false);
@@ -98,11 +95,8 @@ fn conv_block(p: nn::Path, c_in: i64, c_out: i64, kernel: i64, stride: i64, padd
 }
 
 fn linear(p: nn::Path, c_in: i64, c_out: i64) -> nn::Linear {
-    let config = nn::LinearConfig {
-        ws_init: torch_default_init(c_in),
-        bs_init: Some(torch_default_init(c_in)),
-        bias: true,
-    };
+    let config =
+        nn::LinearConfig { ws_init: torch_default_init(c_in), bs_init: Some(torch_default_init(c_in)), bias: true };
     nn::linear(p, c_in, c_out, config)
 }
 
@@ -180,9 +174,7 @@ impl AlexNet {
 
     /// The forward pass; `record` sees the output of every stage of the recipe's table.
     fn run(&self, xs: &Tensor, train: bool, mut record: impl FnMut(&Tensor)) -> Tensor {
-        let [b1, b2, b3, b4, b5] = &self.conv_blocks[..] else {
-            unreachable!("AlexNet has five conv blocks")
-        };
+        let [b1, b2, b3, b4, b5] = &self.conv_blocks[..] else { unreachable!("AlexNet has five conv blocks") };
         let mut stage = |xs: Tensor| {
             record(&xs);
             xs

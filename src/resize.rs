@@ -39,7 +39,15 @@ fn taps(in_size: usize, out_size: usize) -> Taps {
 
 /// Resizes one image (`input`: C×H×W) into `out`, laid out C×S×S or, with `channels_last`,
 /// S×S×C. `rows` is scratch space of C×H×S floats.
-fn resize_image(input: &[f32], out: &mut [f32], dims: (usize, usize, usize, usize), ty: &Taps, tx: &Taps, channels_last: bool, rows: &mut [f32]) {
+fn resize_image(
+    input: &[f32],
+    out: &mut [f32],
+    dims: (usize, usize, usize, usize),
+    ty: &Taps,
+    tx: &Taps,
+    channels_last: bool,
+    rows: &mut [f32],
+) {
     let (c, h, w, s) = dims;
     // Horizontal pass: every source row at the output width.
     for ch in 0..c {
@@ -125,5 +133,9 @@ pub fn upsample_bilinear_cpu(xs: &Tensor, size: i64, channels_last: bool) -> Ten
             });
         }
     });
-    if channels_last { out.permute([0, 3, 1, 2]) } else { out }
+    if channels_last {
+        out.permute([0, 3, 1, 2])
+    } else {
+        out
+    }
 }

@@ -40,8 +40,7 @@ impl Sgd {
     /// Optimizes every trainable variable of `vs` (weight decay on all of them, as the recipe's
     /// `SGD(model.parameters(), ...)` does).
     pub fn new(vs: &nn::VarStore, config: SgdConfig) -> Self {
-        let mut params: Vec<(String, Tensor)> =
-            vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+        let mut params: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
         params.sort_by(|a, b| a.0.cmp(&b.0));
         let buffers = params.iter().map(|_| None).collect();
         Self { config, params, buffers }

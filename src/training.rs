@@ -120,7 +120,9 @@ impl TrainConfig {
         if self.threads == Some(0) {
             bail!("threads must be at least 1 (leave --threads out for libtorch's default)");
         }
-        for (name, limit) in [("limit-train", self.limit_train), ("limit-val", self.limit_val), ("limit-test", self.limit_test)] {
+        for (name, limit) in
+            [("limit-train", self.limit_train), ("limit-val", self.limit_val), ("limit-test", self.limit_test)]
+        {
             if limit == Some(0) {
                 bail!("--{name} must be at least 1");
             }
@@ -197,7 +199,10 @@ pub enum Outcome {
     Finished(Summary),
     /// Stopped by the stop flag (Ctrl-C) after `step` steps of 1-based `epoch`; the checkpoint
     /// holds that position.
-    Interrupted { epoch: usize, step: usize },
+    Interrupted {
+        epoch: usize,
+        step: usize,
+    },
 }
 
 /// Where a run writes, and whether it continues the run already there.
@@ -372,7 +377,10 @@ pub fn train(config: &TrainConfig, run: &RunDir, stop: &AtomicBool, log: &mut dy
         ("test", config.limit_test, data.test_labels.size()[0] as usize),
     ] {
         if limit.is_some_and(|l| l > len) {
-            log(&format!("note: --limit-{name} {} is larger than the split ({len} images); using all {len}", limit.unwrap_or(0)));
+            log(&format!(
+                "note: --limit-{name} {} is larger than the split ({len} images); using all {len}",
+                limit.unwrap_or(0)
+            ));
         }
     }
     log(&format!(

@@ -70,7 +70,11 @@ impl Preprocess {
             return crate::resize::upsample_bilinear_cpu(xs, self.size, self.channels_last);
         }
         let xs = xs.upsample_bilinear2d([self.size, self.size], false, None, None);
-        if self.channels_last { to_channels_last(&xs) } else { xs }
+        if self.channels_last {
+            to_channels_last(&xs)
+        } else {
+            xs
+        }
     }
 
     /// Resize and normalise only (no flip), in `[0, 1]` units before normalisation: what

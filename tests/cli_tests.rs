@@ -9,8 +9,25 @@ use common::{assert_clean_failure, example_bin, metrics, run_bin, synthetic_data
 /// Flags of a short CPU run on the synthetic data.
 fn tiny_run_args<'a>(data: &'a str, out: &'a str, epochs: &'a str) -> Vec<&'a str> {
     vec![
-        "--data-dir", data, "--no-download", "--device", "cpu", "--threads", "2", "--out", out, "--epochs", epochs,
-        "--limit-train", "24", "--limit-val", "8", "--limit-test", "8", "--batch-size", "8",
+        "--data-dir",
+        data,
+        "--no-download",
+        "--device",
+        "cpu",
+        "--threads",
+        "2",
+        "--out",
+        out,
+        "--epochs",
+        epochs,
+        "--limit-train",
+        "24",
+        "--limit-val",
+        "8",
+        "--limit-test",
+        "8",
+        "--batch-size",
+        "8",
     ]
 }
 
@@ -30,15 +47,25 @@ fn help_documents_every_flag_with_the_recipe_defaults() {
         ("--data-dir", "[default: data]"),
         ("--device", "[default: auto]"),
     ] {
-        let line = help.lines().position(|l| l.trim_start().starts_with(flag)).unwrap_or_else(|| panic!("{flag} missing"));
+        let line =
+            help.lines().position(|l| l.trim_start().starts_with(flag)).unwrap_or_else(|| panic!("{flag} missing"));
         // clap's long help puts the default at the end of the flag's paragraph, which runs
         // until the next flag.
         let paragraph: String = help.lines().skip(line + 1).take_while(|l| !l.trim_start().starts_with('-')).collect();
         assert!(paragraph.contains(default), "{flag}: {paragraph}");
     }
     for flag in [
-        "--no-augment", "--out", "--threads", "--resume", "--limit-train", "--limit-val", "--limit-test", "--amp",
-        "--no-download", "--memory-format", "--save-every",
+        "--no-augment",
+        "--out",
+        "--threads",
+        "--resume",
+        "--limit-train",
+        "--limit-val",
+        "--limit-test",
+        "--amp",
+        "--no-download",
+        "--memory-format",
+        "--save-every",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
@@ -81,7 +108,8 @@ fn bad_flags_give_one_clear_error_line() {
     assert_clean_failure(&f, missing);
     let png = tempfile::Builder::new().suffix(".png").tempfile().unwrap();
     image::RgbImage::new(8, 8).save(png.path()).unwrap();
-    let f = run_bin(&example_bin("predict"), &["--checkpoint", missing, "--device", "cpu", png.path().to_str().unwrap()]);
+    let f =
+        run_bin(&example_bin("predict"), &["--checkpoint", missing, "--device", "cpu", png.path().to_str().unwrap()]);
     assert_clean_failure(&f, missing);
     let f = run_bin(&example_bin("predict"), &["--checkpoint", missing, "--device", "cpu", "/nonexistent/cat.png"]);
     assert_clean_failure(&f, "/nonexistent/cat.png");
@@ -96,15 +124,41 @@ fn two_epoch_run_writes_every_file_and_learns() {
     let run = dir.path().join("run");
     let (data_s, run_s) = (data.to_str().unwrap(), run.to_str().unwrap());
     let args = [
-        "--data-dir", data_s, "--no-download", "--device", "cpu", "--threads", "2", "--out", run_s, "--epochs", "2",
-        "--limit-train", "96", "--limit-val", "32", "--limit-test", "64", "--batch-size", "16",
+        "--data-dir",
+        data_s,
+        "--no-download",
+        "--device",
+        "cpu",
+        "--threads",
+        "2",
+        "--out",
+        run_s,
+        "--epochs",
+        "2",
+        "--limit-train",
+        "96",
+        "--limit-val",
+        "32",
+        "--limit-test",
+        "64",
+        "--batch-size",
+        "16",
     ];
     let f = run_bin(&example_bin("train"), &args);
     assert_eq!(f.code, Some(0), "stdout: {}\nstderr: {}", f.stdout, f.stderr);
     assert!(f.stdout.contains("epoch 2/2: train loss"), "{}", f.stdout);
 
-    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
-    for (key, value) in [("epochs", 2.0), ("batch_size", 16.0), ("lr", 0.005), ("momentum", 0.9), ("weight_decay", 0.005), ("valid_size", 0.1), ("seed", 1.0)] {
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    for (key, value) in [
+        ("epochs", 2.0),
+        ("batch_size", 16.0),
+        ("lr", 0.005),
+        ("momentum", 0.9),
+        ("weight_decay", 0.005),
+        ("valid_size", 0.1),
+        ("seed", 1.0),
+    ] {
         assert_eq!(config[key].as_f64(), Some(value), "config.json {key}");
     }
     assert_eq!(config["resolved_device"], "cpu");
@@ -119,7 +173,8 @@ fn two_epoch_run_writes_every_file_and_learns() {
             assert!(m[key].as_f64().is_some_and(f64::is_finite), "metrics {key}: {m}");
         }
     }
-    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
     let test_acc = summary["test_acc_best"].as_f64().unwrap();
     assert_eq!(summary["test_images"], 64);
     // Ten balanced-ish classes: chance is about 10%.
@@ -133,7 +188,18 @@ fn two_epoch_run_writes_every_file_and_learns() {
     let json = dir.path().join("eval.json");
     let f = run_bin(
         &example_bin("evaluate"),
-        &["--checkpoint", run.join("best.safetensors").to_str().unwrap(), "--data-dir", data_s, "--device", "cpu", "--limit-test", "64", "--json", json.to_str().unwrap()],
+        &[
+            "--checkpoint",
+            run.join("best.safetensors").to_str().unwrap(),
+            "--data-dir",
+            data_s,
+            "--device",
+            "cpu",
+            "--limit-test",
+            "64",
+            "--json",
+            json.to_str().unwrap(),
+        ],
     );
     assert_eq!(f.code, Some(0), "{}", f.stderr);
     assert!(f.stdout.contains("accuracy") && f.stdout.contains("airplane"), "{}", f.stdout);
@@ -150,7 +216,15 @@ fn two_epoch_run_writes_every_file_and_learns() {
     image::RgbImage::from_pixel(17, 45, image::Rgb([0, 0, 128])).save(&jpg).unwrap();
     let f = run_bin(
         &example_bin("predict"),
-        &["--checkpoint", run.join("best.safetensors").to_str().unwrap(), "--device", "cpu", "--json", png.to_str().unwrap(), jpg.to_str().unwrap()],
+        &[
+            "--checkpoint",
+            run.join("best.safetensors").to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--json",
+            png.to_str().unwrap(),
+            jpg.to_str().unwrap(),
+        ],
     );
     assert_eq!(f.code, Some(0), "{}", f.stderr);
     let predictions: serde_json::Value = serde_json::from_str(&f.stdout).unwrap();
@@ -164,14 +238,33 @@ fn two_epoch_run_writes_every_file_and_learns() {
     // A checkpoint that went through PyTorch (strict load, saved by PyTorch) works in both tools.
     if let Some(python) = common::reference_python() {
         let torch_ckpt = dir.path().join("from_torch.safetensors");
-        common::run_reference(&python, &["roundtrip", run.join("last.safetensors").to_str().unwrap(), torch_ckpt.to_str().unwrap()]);
+        common::run_reference(
+            &python,
+            &["roundtrip", run.join("last.safetensors").to_str().unwrap(), torch_ckpt.to_str().unwrap()],
+        );
         let f = run_bin(
             &example_bin("evaluate"),
-            &["--checkpoint", torch_ckpt.to_str().unwrap(), "--data-dir", data_s, "--device", "cpu", "--limit-test", "64"],
+            &[
+                "--checkpoint",
+                torch_ckpt.to_str().unwrap(),
+                "--data-dir",
+                data_s,
+                "--device",
+                "cpu",
+                "--limit-test",
+                "64",
+            ],
         );
         assert_eq!(f.code, Some(0), "{}", f.stderr);
-        assert!(f.stdout.contains(&format!("{:.2}%", 100.0 * summary["test_acc_last"].as_f64().unwrap())), "{}", f.stdout);
-        let f = run_bin(&example_bin("predict"), &["--checkpoint", torch_ckpt.to_str().unwrap(), "--device", "cpu", png.to_str().unwrap()]);
+        assert!(
+            f.stdout.contains(&format!("{:.2}%", 100.0 * summary["test_acc_last"].as_f64().unwrap())),
+            "{}",
+            f.stdout
+        );
+        let f = run_bin(
+            &example_bin("predict"),
+            &["--checkpoint", torch_ckpt.to_str().unwrap(), "--device", "cpu", png.to_str().unwrap()],
+        );
         assert_eq!(f.code, Some(0), "{}", f.stderr);
     } else {
         eprintln!("SKIPPED: PyTorch round trip of the run's checkpoint (no reference Python)");

@@ -106,7 +106,11 @@ fn synthetic_folder_loads_with_labels_pixels_and_channel_order() {
         assert_eq!(data.train_labels.int64_value(&[global as i64]), label as i64);
         for (c, y, x) in [(0, 0, 0), (0, 3, 7), (1, 0, 5), (1, 31, 31), (2, 10, 2)] {
             let want = pixels[c * 1024 + y * 32 + x] as i64;
-            assert_eq!(data.train_images.int64_value(&[global as i64, c as i64, y as i64, x as i64]), want, "image {global} c{c} y{y} x{x}");
+            assert_eq!(
+                data.train_images.int64_value(&[global as i64, c as i64, y as i64, x as i64]),
+                want,
+                "image {global} c{c} y{y} x{x}"
+            );
         }
     }
     let (label, pixels) = patterned_record(5, 77);
@@ -126,7 +130,8 @@ fn reader_errors_name_the_file() {
     let err = cifar::load_dir(&data).unwrap_err();
     assert!(matches!(&err, DataError::MissingFile(p) if p.ends_with("data_batch_3.bin")), "{err}");
 
-    cifar::write_records(&data.join("data_batch_3.bin"), (0..RECORDS_PER_FILE - 1).map(|i| patterned_record(2, i))).unwrap();
+    cifar::write_records(&data.join("data_batch_3.bin"), (0..RECORDS_PER_FILE - 1).map(|i| patterned_record(2, i)))
+        .unwrap();
     let err = cifar::load_dir(&data).unwrap_err();
     assert!(matches!(&err, DataError::WrongSize { found, .. } if *found == FILE_BYTES - 3073), "{err}");
     assert!(err.to_string().contains("data_batch_3.bin") && err.to_string().contains("truncated"));
@@ -195,7 +200,10 @@ fn transforms_match_torchvision_on_pil_within_two_levels() {
         })
         .collect();
     cifar::write_records(&file, records).unwrap();
-    common::run_reference(&python, &["transform-fixtures", file.to_str().unwrap(), dir.path().to_str().unwrap(), "--count", "16"]);
+    common::run_reference(
+        &python,
+        &["transform-fixtures", file.to_str().unwrap(), dir.path().to_str().unwrap(), "--count", "16"],
+    );
     let torch = tch_alexnet::checkpoint::load_tensors(&dir.path().join("transforms.safetensors")).unwrap().tensors;
     let (images, _) = cifar::parse_records(&file, &std::fs::read(&file).unwrap()).unwrap();
     let pre = Preprocess::new(Device::Cpu);
@@ -252,7 +260,9 @@ fn serve(body: Vec<u8>, announced: usize, connections: usize) -> String {
 }
 
 fn leftovers(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir).map(|r| r.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default()
+    std::fs::read_dir(dir)
+        .map(|r| r.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default()
 }
 
 #[test]
@@ -332,7 +342,9 @@ fn real_cifar10_has_the_documented_counts() {
 /// both layouts and for several shapes (odd sizes, one row, down- and upsampling).
 #[test]
 fn cpu_resize_kernel_matches_libtorch() {
-    for (n, c, h, w, s) in [(5i64, 3i64, 32i64, 32i64, 227i64), (1, 1, 1, 7, 9), (3, 2, 17, 9, 40), (2, 3, 32, 32, 32), (2, 3, 32, 32, 20)] {
+    for (n, c, h, w, s) in
+        [(5i64, 3i64, 32i64, 32i64, 227i64), (1, 1, 1, 7, 9), (3, 2, 17, 9, 40), (2, 3, 32, 32, 32), (2, 3, 32, 32, 20)]
+    {
         let xs = Tensor::randn([n, c, h, w], (Kind::Float, Device::Cpu));
         let want = xs.upsample_bilinear2d([s, s], false, None, None);
         for channels_last in [false, true] {

@@ -51,7 +51,9 @@ fn parameter_count_and_names_are_pytorchs() {
     let names: Vec<String> = state(&vs).into_keys().collect();
     let mut expected = Vec::new();
     for block in 1..=5 {
-        for key in ["0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean", "1.running_var", "1.num_batches_tracked"] {
+        for key in
+            ["0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean", "1.running_var", "1.num_batches_tracked"]
+        {
             expected.push(format!("conv_block{block}.{key}"));
         }
     }
@@ -78,10 +80,8 @@ fn head_size_is_a_parameter() {
 fn init_follows_pytorch_rules() {
     let (vs, _net) = new_model(3, 10);
     let s = state(&vs);
-    let mut fan_ins: Vec<(String, i64)> = model::CONV_BLOCKS
-        .iter()
-        .map(|&(name, c_in, _, k, _, _)| (format!("{name}.0"), c_in * k * k))
-        .collect();
+    let mut fan_ins: Vec<(String, i64)> =
+        model::CONV_BLOCKS.iter().map(|&(name, c_in, _, k, _, _)| (format!("{name}.0"), c_in * k * k)).collect();
     fan_ins.extend([("fc1.1".to_string(), 9216), ("fc2.1".to_string(), 4096), ("fc3.0".to_string(), 4096)]);
     for (layer, fan_in) in fan_ins {
         let bound = 1.0 / (fan_in as f64).sqrt();
@@ -136,8 +136,14 @@ fn init_statistics_agree_with_pytorch() {
             continue;
         }
         let tol = 0.02;
-        assert!((got_std - want_std).abs() <= tol * want_std.abs().max(1e-12), "{name}: std {got_std} vs PyTorch {want_std}");
-        assert!((got_max - want_max).abs() <= tol * want_max.abs().max(1e-12), "{name}: max {got_max} vs PyTorch {want_max}");
+        assert!(
+            (got_std - want_std).abs() <= tol * want_std.abs().max(1e-12),
+            "{name}: std {got_std} vs PyTorch {want_std}"
+        );
+        assert!(
+            (got_max - want_max).abs() <= tol * want_max.abs().max(1e-12),
+            "{name}: max {got_max} vs PyTorch {want_max}"
+        );
     }
 }
 
@@ -174,7 +180,14 @@ fn forward_and_training_steps_match_pytorch() {
     let out = dir.path().join("torch");
     common::run_reference(
         &python,
-        &["train-step", init_path.to_str().unwrap(), batch_path.to_str().unwrap(), out.to_str().unwrap(), "--steps", "2"],
+        &[
+            "train-step",
+            init_path.to_str().unwrap(),
+            batch_path.to_str().unwrap(),
+            out.to_str().unwrap(),
+            "--steps",
+            "2",
+        ],
     );
 
     let torch_logits = &checkpoint::load_tensors(&out.join("eval_logits.safetensors")).unwrap().tensors["logits"];
@@ -192,7 +205,8 @@ fn forward_and_training_steps_match_pytorch() {
         sgd.step();
         losses.push(loss.double_value(&[]));
     }
-    let torch_losses: Vec<f64> = serde_json::from_str(&std::fs::read_to_string(out.join("losses.json")).unwrap()).unwrap();
+    let torch_losses: Vec<f64> =
+        serde_json::from_str(&std::fs::read_to_string(out.join("losses.json")).unwrap()).unwrap();
     for (a, b) in losses.iter().zip(&torch_losses) {
         assert!((a - b).abs() <= 1e-5, "losses {losses:?} vs PyTorch {torch_losses:?}");
     }

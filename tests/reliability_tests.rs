@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::{assert_clean_failure, example_bin, metrics, run_bin, synthetic_data_dir, tensors};
 use proptest::prelude::*;
-use tch_alexnet::cifar::{self, RECORD_BYTES};
 use tch_alexnet::checkpoint;
+use tch_alexnet::cifar::{self, RECORD_BYTES};
 
 /// A data folder whose files link to the synthetic set, so one can be broken cheaply.
 fn linked_data_dir(root: &Path) -> PathBuf {
@@ -26,8 +26,25 @@ fn linked_data_dir(root: &Path) -> PathBuf {
 
 fn train_args<'a>(data: &'a str, out: &'a str) -> Vec<&'a str> {
     vec![
-        "--data-dir", data, "--no-download", "--device", "cpu", "--threads", "2", "--out", out,
-        "--limit-train", "16", "--limit-val", "8", "--limit-test", "8", "--batch-size", "8", "--epochs", "1",
+        "--data-dir",
+        data,
+        "--no-download",
+        "--device",
+        "cpu",
+        "--threads",
+        "2",
+        "--out",
+        out,
+        "--limit-train",
+        "16",
+        "--limit-val",
+        "8",
+        "--limit-test",
+        "8",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "1",
     ]
 }
 
@@ -102,9 +119,14 @@ fn epochs_zero_evaluates_the_initial_model_and_limits_are_clamped() {
     let out = root.path().join("run");
     let f = train_with(&synthetic_data_dir(), &out, &["--epochs", "0", "--limit-val", "999999"]);
     assert_eq!(f.code, Some(0), "{}", f.stderr);
-    assert!(f.stdout.contains("--limit-val 999999 is larger than the split (5000 images); using all 5000"), "{}", f.stdout);
+    assert!(
+        f.stdout.contains("--limit-val 999999 is larger than the split (5000 images); using all 5000"),
+        "{}",
+        f.stdout
+    );
     assert!(metrics(&out).is_empty());
-    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["test_images"], 8);
     assert!(out.join("last.safetensors").exists() && out.join("best.safetensors").exists());
 }
@@ -118,7 +140,19 @@ fn bad_checkpoints_are_clear_errors() {
     assert_eq!(f.code, Some(0), "{}", f.stderr);
     let good = std::fs::read(out.join("last.safetensors")).unwrap();
     let evaluate = |ckpt: &Path| {
-        run_bin(&example_bin("evaluate"), &["--checkpoint", ckpt.to_str().unwrap(), "--data-dir", data.to_str().unwrap(), "--device", "cpu", "--limit-test", "8"])
+        run_bin(
+            &example_bin("evaluate"),
+            &[
+                "--checkpoint",
+                ckpt.to_str().unwrap(),
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--device",
+                "cpu",
+                "--limit-test",
+                "8",
+            ],
+        )
     };
 
     let truncated = root.path().join("truncated.safetensors");
@@ -147,8 +181,10 @@ fn exploding_loss_stops_with_the_epoch_and_step_and_keeps_the_last_good_checkpoi
     let out = root.path().join("run");
     let f = train_with(&synthetic_data_dir(), &out, &["--lr", "1e6", "--save-every", "1", "--limit-train", "64"]);
     assert_clean_failure(&f, "the loss became non-finite at epoch 1, step");
-    let saved_step: usize = checkpoint::load_tensors(&out.join("last.safetensors")).unwrap().metadata["step"].parse().unwrap();
-    let bad_step: usize = f.stderr.split("step ").nth(1).unwrap().split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap();
+    let saved_step: usize =
+        checkpoint::load_tensors(&out.join("last.safetensors")).unwrap().metadata["step"].parse().unwrap();
+    let bad_step: usize =
+        f.stderr.split("step ").nth(1).unwrap().split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap();
     assert!(saved_step < bad_step, "checkpoint of step {saved_step} is not before the bad step {bad_step}");
     for (name, t) in tensors(&out.join("last.safetensors")) {
         if t.is_floating_point() {
@@ -214,7 +250,8 @@ fn sigint_stops_cleanly_and_resume_matches_the_uninterrupted_run() {
     let stopped_after = sent.elapsed();
     lines.extend(rx.try_iter());
     assert_eq!(status.code(), Some(130), "{lines:?}");
-    let last = lines.iter().find(|l| l.starts_with("Interrupted at epoch 1, step")).unwrap_or_else(|| panic!("{lines:?}"));
+    let last =
+        lines.iter().find(|l| l.starts_with("Interrupted at epoch 1, step")).unwrap_or_else(|| panic!("{lines:?}"));
     let step: usize = last["Interrupted at epoch 1, step ".len()..].split(';').next().unwrap().parse().unwrap();
     assert!((2..8).contains(&step), "{last}");
     // One step of batch 8 takes well under 30 s on any machine this runs on.
@@ -254,7 +291,8 @@ fn sigkill_while_saving_never_leaves_a_broken_checkpoint() {
     std::thread::sleep(Duration::from_millis(700));
     child.kill().unwrap();
     child.wait().unwrap();
-    let loaded = checkpoint::load_tensors(&out.join("last.safetensors")).expect("the checkpoint left by SIGKILL must be complete");
+    let loaded = checkpoint::load_tensors(&out.join("last.safetensors"))
+        .expect("the checkpoint left by SIGKILL must be complete");
     let killed_at: usize = loaded.metadata["step"].parse().unwrap();
 
     for delay_ms in [300u64, 900] {

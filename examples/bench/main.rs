@@ -131,7 +131,15 @@ fn run() -> Result<()> {
     // 3. The data pipeline alone: gather, flip, normalise, resize a batch on the device.
     let need = (args.data_batches + 1) * bs;
     let data_rates = time_images(args.reps, args.data_batches * bs, device, || {
-        let batches = Batches::for_epoch(images, labels, &setup.split.train[..need], &split::epoch_plan(need, 1, 0), true, bs, &setup.preprocess);
+        let batches = Batches::for_epoch(
+            images,
+            labels,
+            &setup.split.train[..need],
+            &split::epoch_plan(need, 1, 0),
+            true,
+            bs,
+            &setup.preprocess,
+        );
         // Each batch is complete when the iterator yields it (CPU), or queued (CUDA: the
         // synchronisation after the loop waits for it).
         for batch in batches.skip(1) {
@@ -160,7 +168,13 @@ fn run() -> Result<()> {
     // 2. Evaluation (eval mode, no grad) of the same model, as the recipe validates.
     let eval_images = (args.eval_batches + 1) * bs;
     let eval_rates = time_images(args.reps, args.eval_batches * bs, device, || {
-        let batches = Batches::new(&setup.data.test_images, &setup.data.test_labels, &(0..eval_images as i64).collect::<Vec<_>>(), bs, &preprocess);
+        let batches = Batches::new(
+            &setup.data.test_images,
+            &setup.data.test_labels,
+            &(0..eval_images as i64).collect::<Vec<_>>(),
+            bs,
+            &preprocess,
+        );
         tch::no_grad(|| {
             for batch in batches.skip(1) {
                 let _ = tch::autocast(args.amp, || net.forward_t(&batch.images, false)).argmax(-1, false);

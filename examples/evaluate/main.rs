@@ -60,14 +60,16 @@ fn run() -> Result<()> {
     let setup = training::setup(&config, &mut |line| eprintln!("{line}"))?;
     let n_test = setup.data.test_labels.size()[0];
     let indices: Vec<i64> = (0..n_test.min(args.limit_test.unwrap_or(usize::MAX) as i64)).collect();
-    let batches = Batches::new(&setup.data.test_images, &setup.data.test_labels, &indices, args.batch_size, &setup.preprocess);
+    let batches =
+        Batches::new(&setup.data.test_images, &setup.data.test_labels, &indices, args.batch_size, &setup.preprocess);
     let result = evaluation::evaluate(&net, batches, args.amp);
 
     println!("checkpoint: {}", args.checkpoint.display());
     println!("test images: {}, accuracy: {:.2}%, loss: {:.4}", result.images, 100.0 * result.accuracy, result.loss);
     let name = |c: usize| CLASS_NAMES.get(c).copied().unwrap_or("?");
     println!("\n{:<12} {:>8}   confusion (rows: true class, columns: predicted)", "class", "accuracy");
-    let header: String = (0..result.confusion.len()).map(|c| format!("{:>6}", &name(c)[..name(c).len().min(5)])).collect();
+    let header: String =
+        (0..result.confusion.len()).map(|c| format!("{:>6}", &name(c)[..name(c).len().min(5)])).collect();
     println!("{:<12} {:>8}   {header}", "", "");
     for (c, (row, acc)) in result.confusion.iter().zip(result.per_class_accuracy()).enumerate() {
         let cells: String = row.iter().map(|v| format!("{v:>6}")).collect();

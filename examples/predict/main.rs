@@ -41,7 +41,10 @@ fn run() -> Result<()> {
     let (_vs, net) = inference::load_model(&args.checkpoint, device, false)?;
     let predictions = inference::predict(&net, &Tensor::stack(&images, 0), device, args.top);
     if args.json {
-        let out: Vec<_> = args.images.iter().zip(&predictions)
+        let out: Vec<_> = args
+            .images
+            .iter()
+            .zip(&predictions)
             .map(|(path, top)| serde_json::json!({ "image": path, "top": top }))
             .collect();
         println!("{}", serde_json::to_string_pretty(&out)?);

@@ -26,11 +26,7 @@ pub fn run_reference(python: &Path, args: &[&str]) {
         .args(args)
         .output()
         .expect("cannot start the reference Python");
-    assert!(
-        out.status.success(),
-        "reference.py {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "reference.py {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// Skips a parity test, visibly, when no reference Python exists.
@@ -114,7 +110,8 @@ pub fn run_bin(bin: &Path, args: &[&str]) -> Finished {
 pub fn assert_clean_failure(f: &Finished, expect_in_message: &str) {
     assert!(matches!(f.code, Some(1) | Some(2)), "exit code {:?}\nstderr: {}", f.code, f.stderr);
     assert!(!f.stderr.contains("panicked") && !f.stderr.contains("backtrace"), "panic: {}", f.stderr);
-    let error_lines: Vec<&str> = f.stderr.lines().filter(|l| l.starts_with("Error:") || l.starts_with("error:")).collect();
+    let error_lines: Vec<&str> =
+        f.stderr.lines().filter(|l| l.starts_with("Error:") || l.starts_with("error:")).collect();
     assert_eq!(error_lines.len(), 1, "expected one error line, got:\n{}", f.stderr);
     assert!(error_lines[0].contains(expect_in_message), "error line {:?} lacks {expect_in_message:?}", error_lines[0]);
 }
