@@ -9,7 +9,7 @@
 //! run therefore draws exactly what the uninterrupted run would have drawn, with no RNG state
 //! to save beyond the position.
 //!
-//! Losses and accuracies are summed on the device and read back only every few steps, so a step
+//! Losses and accuracies are summed on the device and read back about once a second, so a step
 //! costs no host synchronisation.
 
 use std::path::{Path, PathBuf};
@@ -39,8 +39,9 @@ pub const BEST_CHECKPOINT: &str = "best.safetensors";
 pub const SUMMARY_FILE: &str = "summary.json";
 pub const CURVES_FILE: &str = "curves.svg";
 
-/// Steps between two reads of the device-side loss sums (progress display, finiteness check).
-const READ_EVERY: usize = 20;
+/// Time between two reads of the device-side loss sums (progress display, finiteness check):
+/// one host synchronisation per second, whatever the step time.
+const READ_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Every setting of a run; defaults are the recipe's. Saved as `config.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -437,6 +438,7 @@ pub fn train(config: &TrainConfig, run: &RunDir, stop: &AtomicBool, log: &mut dy
         let epoch_started = Instant::now();
         let mut sums_dev = DeviceSums::new(device, state.step);
         let mut read = state.sums.clone();
+        let mut last_read = Instant::now();
         for batch in batches {
             let step = state.step;
             tch::manual_seed(step_seed(config.seed, epoch, step));
@@ -448,7 +450,8 @@ pub fn train(config: &TrainConfig, run: &RunDir, stop: &AtomicBool, log: &mut dy
             let at_plain = !crate::progress::stderr_is_terminal() && state.step % plain_every == 0 && !done;
             let interrupted = stop.load(Ordering::SeqCst);
             let at_save = config.save_every > 0 && state.step % config.save_every == 0;
-            if state.step % READ_EVERY == 0 || done || at_plain || interrupted || at_save {
+            if last_read.elapsed() >= READ_INTERVAL || done || at_plain || interrupted || at_save {
+                last_read = Instant::now();
                 read = sums_dev.read_into(&state.sums, epoch_started.elapsed().as_secs_f64()).map_err(|bad_step| {
                     anyhow::anyhow!(
                         "the loss became non-finite at epoch {}, step {} (learning rate {} too high?); \
