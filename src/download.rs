@@ -103,7 +103,16 @@ fn fetch(url: &str, dest: &Path, expected_md5: &str, data_dir: &Path) -> Result<
         .timeout_connect(Duration::from_secs(30))
         .timeout_read(Duration::from_secs(60))
         .build();
-    let response = agent.get(url).call().map_err(|e| fetch_err(e.to_string()))?;
+    let response = agent.get(url).call().map_err(|e| {
+        fetch_err(match e {
+            ureq::Error::Status(code, _) => format!("the server answered HTTP {code}"),
+            // Transport errors print the URL again; keep their kind and message only.
+            ureq::Error::Transport(t) => match t.message() {
+                Some(m) => format!("{}: {m}", t.kind()),
+                None => t.kind().to_string(),
+            },
+        })
+    })?;
     let expected_len: Option<u64> = response.header("Content-Length").and_then(|v| v.parse().ok());
     eprintln!(
         "Downloading {url} ({}) to {}",

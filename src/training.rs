@@ -368,7 +368,16 @@ pub fn train(config: &TrainConfig, run: &RunDir, stop: &AtomicBool, log: &mut dy
     config.validate()?;
     prepare_run_dir(run)?;
     let run_dir = run.path.as_path();
-    let Setup { device, data, split, preprocess, channels_last } = setup(config, log)?;
+    let Setup { device, data, split, preprocess, channels_last } = match setup(config, log) {
+        Ok(setup) => setup,
+        Err(e) => {
+            // Leave no empty run folder behind a run that never started (only removes it if empty).
+            if !run.resume {
+                let _ = std::fs::remove_dir(run_dir);
+            }
+            return Err(e);
+        }
+    };
     let train_idx = first_n(&split.train, config.limit_train);
     let valid_idx = first_n(&split.valid, config.limit_val);
     let test_idx: Vec<i64> = first_n(&(0..data.test_labels.size()[0]).collect::<Vec<_>>(), config.limit_test);

@@ -100,6 +100,7 @@ fn broken_data_folders_give_one_error_line_naming_the_file() {
     std::fs::create_dir(data.join("data_batch_4.bin")).unwrap();
     assert_clean_failure(&train_with(&data, &out, &[]), "data_batch_4.bin is not a regular file");
     assert!(!out.join("last.safetensors").exists(), "no checkpoint may be written for bad data");
+    assert!(!out.exists(), "a run that never started left its folder behind");
 }
 
 #[test]
