@@ -15,6 +15,7 @@ pub mod amp;
 pub mod batches;
 pub mod checkpoint;
 pub mod cifar;
+pub mod cli;
 pub mod device;
 pub mod download;
 pub mod evaluation;

@@ -4,31 +4,13 @@ mod common;
 
 use std::path::Path;
 
-use common::{assert_clean_failure, example_bin, metrics, run_bin, synthetic_data_dir, tensors};
+use common::{
+    assert_clean_failure, cpu_train_args, example_bin, metrics, run_bin, synthetic_data_dir, tensors, with_flags,
+};
 
-/// Flags of a short CPU run on the synthetic data.
+/// Flags of a short CPU run on the synthetic data: 24 training images, batch 8.
 fn tiny_run_args<'a>(data: &'a str, out: &'a str, epochs: &'a str) -> Vec<&'a str> {
-    vec![
-        "--data-dir",
-        data,
-        "--no-download",
-        "--device",
-        "cpu",
-        "--threads",
-        "2",
-        "--out",
-        out,
-        "--epochs",
-        epochs,
-        "--limit-train",
-        "24",
-        "--limit-val",
-        "8",
-        "--limit-test",
-        "8",
-        "--batch-size",
-        "8",
-    ]
+    with_flags(cpu_train_args(data, out), &["--epochs", epochs, "--limit-train", "24"])
 }
 
 #[test]
@@ -123,27 +105,9 @@ fn two_epoch_run_writes_every_file_and_learns() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let (data_s, run_s) = (data.to_str().unwrap(), run.to_str().unwrap());
-    let args = [
-        "--data-dir",
-        data_s,
-        "--no-download",
-        "--device",
-        "cpu",
-        "--threads",
-        "2",
-        "--out",
-        run_s,
-        "--epochs",
-        "2",
-        "--limit-train",
-        "96",
-        "--limit-val",
-        "32",
-        "--limit-test",
-        "64",
-        "--batch-size",
-        "16",
-    ];
+    let overrides =
+        ["--epochs", "2", "--limit-train", "96", "--limit-val", "32", "--limit-test", "64", "--batch-size", "16"];
+    let args = with_flags(cpu_train_args(data_s, run_s), &overrides);
     let f = run_bin(&example_bin("train"), &args);
     assert_eq!(f.code, Some(0), "stdout: {}\nstderr: {}", f.stdout, f.stderr);
     assert!(f.stdout.contains("epoch 2/2: train loss"), "{}", f.stdout);

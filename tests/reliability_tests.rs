@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assert_clean_failure, example_bin, metrics, run_bin, synthetic_data_dir, tensors};
+use common::{
+    assert_clean_failure, cpu_train_args, example_bin, metrics, run_bin, synthetic_data_dir, tensors, with_flags,
+};
 use proptest::prelude::*;
 use tch_alexnet::checkpoint;
 use tch_alexnet::cifar::{self, RECORD_BYTES};
@@ -24,44 +26,9 @@ fn linked_data_dir(root: &Path) -> PathBuf {
     dir
 }
 
-fn train_args<'a>(data: &'a str, out: &'a str) -> Vec<&'a str> {
-    vec![
-        "--data-dir",
-        data,
-        "--no-download",
-        "--device",
-        "cpu",
-        "--threads",
-        "2",
-        "--out",
-        out,
-        "--limit-train",
-        "16",
-        "--limit-val",
-        "8",
-        "--limit-test",
-        "8",
-        "--batch-size",
-        "8",
-        "--epochs",
-        "1",
-    ]
-}
-
-/// `args` with each `--flag value` pair of `overrides` replacing the same flag's value, or added.
-fn with_flags<'a>(mut args: Vec<&'a str>, overrides: &[&'a str]) -> Vec<&'a str> {
-    for pair in overrides.chunks(2) {
-        match args.iter().position(|a| *a == pair[0]) {
-            Some(i) => args[i + 1] = pair[1],
-            None => args.extend_from_slice(pair),
-        }
-    }
-    args
-}
-
 fn train_with(data: &Path, out: &Path, overrides: &[&str]) -> common::Finished {
     let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
-    run_bin(&example_bin("train"), &with_flags(train_args(d, o), overrides))
+    run_bin(&example_bin("train"), &with_flags(cpu_train_args(d, o), overrides))
 }
 
 #[test]
@@ -241,7 +208,7 @@ fn sigint_stops_cleanly_and_resume_matches_the_uninterrupted_run() {
     assert_eq!(f.code, Some(0), "{}", f.stderr);
 
     let (d, c) = (data.to_str().unwrap(), cut.to_str().unwrap());
-    let (mut child, rx) = spawn_train(&with_flags(train_args(d, c), &extra));
+    let (mut child, rx) = spawn_train(&with_flags(cpu_train_args(d, c), &extra));
     let mut lines = Vec::new();
     // Not a terminal: the trainer prints a plain progress line at each quarter of the epoch.
     wait_for_line(&rx, "epoch 1/1 step 2/8", &mut lines);
@@ -281,7 +248,7 @@ fn sigkill_while_saving_never_leaves_a_broken_checkpoint() {
     let data = synthetic_data_dir();
     let out = root.path().join("run");
     let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
-    let (mut child, rx) = spawn_train(&with_flags(train_args(d, o), &["--limit-train", "48", "--save-every", "1"]));
+    let (mut child, rx) = spawn_train(&with_flags(cpu_train_args(d, o), &["--limit-train", "48", "--save-every", "1"]));
     let mut lines = Vec::new();
     wait_for_line(&rx, "Split (seed", &mut lines);
     // Each step writes ~470 MB of checkpoint; kill at different points of those writes.

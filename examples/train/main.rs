@@ -180,15 +180,5 @@ fn run() -> Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(code) => code,
-        Err(e) => {
-            // clap's own errors (bad flags, --help) print themselves and exit with code 2.
-            if let Some(clap_err) = e.downcast_ref::<clap::Error>() {
-                clap_err.exit();
-            }
-            eprintln!("Error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    tch_alexnet::cli::exit_code(run())
 }

@@ -138,3 +138,39 @@ pub fn temporary_files(dir: &Path) -> Vec<String> {
         .filter(|n| n.contains(".tmp-"))
         .collect()
 }
+
+/// Flags of a one-epoch CPU run on 16 training images, 8 validation and 8 test images.
+pub fn cpu_train_args<'a>(data: &'a str, out: &'a str) -> Vec<&'a str> {
+    vec![
+        "--data-dir",
+        data,
+        "--no-download",
+        "--device",
+        "cpu",
+        "--threads",
+        "2",
+        "--out",
+        out,
+        "--limit-train",
+        "16",
+        "--limit-val",
+        "8",
+        "--limit-test",
+        "8",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "1",
+    ]
+}
+
+/// `args` with each `--flag value` pair of `overrides` replacing the same flag's value, or added.
+pub fn with_flags<'a>(mut args: Vec<&'a str>, overrides: &[&'a str]) -> Vec<&'a str> {
+    for pair in overrides.chunks(2) {
+        match args.iter().position(|a| *a == pair[0]) {
+            Some(i) => args[i + 1] = pair[1],
+            None => args.extend_from_slice(pair),
+        }
+    }
+    args
+}
