@@ -191,18 +191,27 @@ pub fn load_tensors(path: &Path) -> Result<LoadedTensors, CheckpointError> {
 /// copied unless the whole file matches. Returns the file's metadata.
 pub fn load_var_store(vs: &tch::nn::VarStore, path: &Path) -> Result<Metadata, CheckpointError> {
     let loaded = load_tensors(path)?;
+    copy_into_var_store(vs, path, &loaded.tensors)?;
+    Ok(loaded.metadata)
+}
+
+/// [`load_var_store`] for tensors already read from `path` (named in errors): checks them all
+/// against the variables of `vs`, then copies them in.
+pub fn copy_into_var_store(
+    vs: &tch::nn::VarStore,
+    path: &Path,
+    tensors: &BTreeMap<String, Tensor>,
+) -> Result<(), CheckpointError> {
     let variables: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
-    check_matches(path, &variables, &loaded.tensors)?;
+    check_matches(path, &variables, tensors)?;
     tch::no_grad(|| {
         for (name, var) in &variables {
-            let src = &loaded.tensors[name];
             var.shallow_clone()
-                .f_copy_(&src.to_kind(var.kind()))
+                .f_copy_(&tensors[name].to_kind(var.kind()))
                 .map_err(|e| CheckpointError::Tensor { path: path.to_path_buf(), reason: format!("`{name}`: {e}") })?;
         }
         Ok(())
-    })?;
-    Ok(loaded.metadata)
+    })
 }
 
 /// Checks that `found` has exactly the keys of `expected`, with equal shapes and compatible

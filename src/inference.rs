@@ -20,7 +20,7 @@ pub fn load_model(path: &Path, device: Device, channels_last: bool) -> Result<(n
         format!("checkpoint {} lacks the key `fc3.0.weight`: not an AlexNet checkpoint", path.display())
     })?;
     let (vs, net) = crate::training::build_model(device, classes, channels_last)?;
-    checkpoint::load_var_store(&vs, path)?;
+    checkpoint::copy_into_var_store(&vs, path, &loaded.tensors)?;
     Ok((vs, net))
 }
 
