@@ -97,7 +97,7 @@ impl Iterator for Batches<'_> {
         let idx = self.indices.narrow(0, self.position, size);
         let flips = self.flips.as_ref().map(|f| f.narrow(0, self.position, size));
         self.position += size;
-        let images = self.preprocess.apply(&self.images.index_select(0, &idx), flips.as_ref());
+        let images = self.preprocess.apply_gathered(self.images, &idx, flips.as_ref());
         Some(Batch { images, labels: self.labels.index_select(0, &idx) })
     }
 }

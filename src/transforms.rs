@@ -20,6 +20,9 @@ pub const CIFAR_STD: [f64; 3] = [0.2023, 0.1994, 0.2010];
 pub struct Preprocess {
     scale: Tensor,
     shift: Tensor,
+    /// The same per-channel factors, for the fused CPU kernel.
+    scale_host: [f32; 3],
+    shift_host: [f32; 3],
     size: i64,
     channels_last: bool,
 }
@@ -31,13 +34,14 @@ impl Preprocess {
     }
 
     pub fn with_stats(device: Device, mean: [f64; 3], std: [f64; 3], size: i64) -> Self {
-        let per_channel = |f: &dyn Fn(usize) -> f64| {
-            let v: Vec<f32> = (0..3).map(|c| f(c) as f32).collect();
-            Tensor::from_slice(&v).view([1, 3, 1, 1]).to_device(device)
-        };
+        let scale_host = std::array::from_fn(|c| (1.0 / (255.0 * std[c])) as f32);
+        let shift_host = std::array::from_fn(|c| (-mean[c] / std[c]) as f32);
+        let per_channel = |v: &[f32; 3]| Tensor::from_slice(v).view([1, 3, 1, 1]).to_device(device);
         Self {
-            scale: per_channel(&|c| 1.0 / (255.0 * std[c])),
-            shift: per_channel(&|c| -mean[c] / std[c]),
+            scale: per_channel(&scale_host),
+            shift: per_channel(&shift_host),
+            scale_host,
+            shift_host,
             size,
             channels_last: false,
         }
@@ -52,6 +56,9 @@ impl Preprocess {
     /// `images`: `uint8 [N, 3, 32, 32]`; `flips`: `bool [N]`, images to mirror left-right.
     /// Returns `float [N, 3, 227, 227]`.
     pub fn apply(&self, images: &Tensor, flips: Option<&Tensor>) -> Tensor {
+        if let Some(fused) = self.fused_cpu(images, None, flips) {
+            return fused;
+        }
         let xs = images.to_kind(Kind::Float);
         let xs = match flips {
             Some(flips) => xs.flip([3]).where_self(&flips.view([-1, 1, 1, 1]), &xs),
@@ -59,6 +66,37 @@ impl Preprocess {
         };
         let xs = xs * &self.scale + &self.shift; // [N, 3, 32, 32], normalised
         self.resize(&xs) // [N, 3, 227, 227]
+    }
+
+    /// `apply` to `images.index_select(0, indices)`: one batch of a split, read straight from
+    /// the data set on the CPU.
+    pub fn apply_gathered(&self, images: &Tensor, indices: &Tensor, flips: Option<&Tensor>) -> Tensor {
+        match self.fused_cpu(images, Some(indices), flips) {
+            Some(fused) => fused,
+            None => self.apply(&images.index_select(0, indices), flips),
+        }
+    }
+
+    /// For `uint8` images on the CPU, the whole transform as one fused kernel
+    /// (crate::resize) that writes the final batch with no intermediate tensors; `None`
+    /// elsewhere (CUDA runs libtorch's ops, queued without a host sync).
+    fn fused_cpu(&self, images: &Tensor, indices: Option<&Tensor>, flips: Option<&Tensor>) -> Option<Tensor> {
+        if images.device() != Device::Cpu || images.kind() != Kind::Uint8 {
+            return None;
+        }
+        let indices = match indices {
+            Some(indices) => Vec::<i64>::try_from(indices).expect("int64 CPU indices"),
+            None => (0..images.size()[0]).collect(),
+        };
+        let flips = flips.map(|f| Vec::<bool>::try_from(f).expect("bool CPU flips"));
+        Some(crate::resize::gather_normalise_resize_cpu(
+            images,
+            &indices,
+            flips.as_deref(),
+            (&self.scale_host, &self.shift_host),
+            self.size,
+            self.channels_last,
+        ))
     }
 
     /// Bilinear resize to `size`×`size`, channels-last strided when configured. On the CPU a

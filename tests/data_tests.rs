@@ -338,6 +338,44 @@ fn real_cifar10_has_the_documented_counts() {
     assert_eq!((s.train.len(), s.valid.len()), (45_000, 5_000));
 }
 
+/// The fused CPU pipeline (gather, flip, normalise, resize in one kernel) against the same steps
+/// as libtorch ops, in both layouts, with repeated and out-of-order indices.
+#[test]
+fn fused_cpu_pipeline_matches_libtorch_ops() {
+    let images = Tensor::randint(256, [10, 3, 32, 32], (Kind::Uint8, Device::Cpu));
+    let indices = [7i64, 0, 3, 3, 9, 1];
+    let flips = [true, false, true, false, false, true];
+    let (scale, shift) = ([0.02f32, 0.019, 0.0195], [-2.43f32, -2.42, -2.22]);
+    let idx = Tensor::from_slice(&indices);
+    let flip_mask = Tensor::from_slice(&flips).view([-1, 1, 1, 1]);
+    let xs = images.index_select(0, &idx).to_kind(Kind::Float);
+    let xs = xs.flip([3]).where_self(&flip_mask, &xs);
+    let xs = xs * Tensor::from_slice(&scale).view([1, 3, 1, 1]) + Tensor::from_slice(&shift).view([1, 3, 1, 1]);
+    for size in [227i64, 32, 45] {
+        let want = xs.upsample_bilinear2d([size, size], false, None, None);
+        for channels_last in [false, true] {
+            let got = tch_alexnet::resize::gather_normalise_resize_cpu(
+                &images,
+                &indices,
+                Some(&flips),
+                (&scale, &shift),
+                size,
+                channels_last,
+            );
+            assert_eq!(got.size(), want.size());
+            let diff = common::max_abs_diff(&got, &want);
+            assert!(diff < 1e-5, "size {size}, channels_last {channels_last}: max diff {diff}");
+            assert_eq!(got.stride()[1] == 1, channels_last, "layout of {:?}", got.stride());
+        }
+    }
+    // Preprocess takes the same path for a batch drawn from a split.
+    let pre = Preprocess::with_stats(Device::Cpu, [0.5; 3], [0.25; 3], 227).channels_last(true);
+    let flips_t = Tensor::from_slice(&flips);
+    let gathered = pre.apply_gathered(&images, &idx, Some(&flips_t));
+    let direct = pre.apply(&images.index_select(0, &idx), Some(&flips_t));
+    assert!(gathered.equal(&direct), "apply_gathered and apply differ");
+}
+
 /// The CPU resize kernel against libtorch's `upsample_bilinear2d(align_corners = false)`, in
 /// both layouts and for several shapes (odd sizes, one row, down- and upsampling).
 #[test]
