@@ -5,8 +5,8 @@
 //! - `--no-as-needed` before libtorch's CUDA library: our code calls no symbol of
 //!   `libtorch_cuda.so` directly, so the linker would otherwise drop it and
 //!   `tch::Cuda::is_available()` would be false on a GPU machine.
-//! - `src/ffi/autocast.cpp`, compiled against libtorch's headers: selects bf16 for CUDA
-//!   autocast, which tch cannot do (see `src/amp.rs`).
+//! - `src/ffi/*.cpp`, compiled against libtorch's headers, for what tch cannot do: select bf16
+//!   for CUDA autocast (`src/amp.rs`) and drop a gradient instead of zeroing it (`src/sgd.rs`).
 
 use std::path::PathBuf;
 
@@ -24,14 +24,17 @@ fn main() {
     let libtorch = libtorch.canonicalize().unwrap_or(libtorch);
     let lib = libtorch.join("lib");
     println!("cargo:rerun-if-changed={}", lib.display());
-    println!("cargo:rerun-if-changed=src/ffi/autocast.cpp");
+    const FFI_SOURCES: [&str; 2] = ["src/ffi/autocast.cpp", "src/ffi/grad.cpp"];
+    for source in FFI_SOURCES {
+        println!("cargo:rerun-if-changed={source}");
+    }
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     // The same ABI flag torch-sys compiles its own C++ with.
     let cxx11_abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_string());
     let include = libtorch.join("include");
     cc::Build::new()
         .cpp(true)
-        .file("src/ffi/autocast.cpp")
+        .files(FFI_SOURCES)
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
         .flag("-std=c++17")

@@ -15,6 +15,11 @@ use std::collections::BTreeMap;
 
 use tch::{nn, Tensor};
 
+extern "C" {
+    /// `tensor` is a `torch::Tensor*`, what `Tensor::as_mut_ptr` points to.
+    fn tch_alexnet_clear_grad(tensor: *mut std::ffi::c_void) -> i32;
+}
+
 /// Hyperparameters of [`Sgd`]; defaults are the recipe's.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SgdConfig {
@@ -54,10 +59,15 @@ impl Sgd {
         self.config.lr = lr;
     }
 
-    /// Clears the gradients before the next backward pass.
+    /// Drops the gradients before the next backward pass, as PyTorch's `zero_grad()` does by
+    /// default (`set_to_none=True`): until backward, no memory is held for them, and backward
+    /// hands its result over instead of adding it to a zeroed tensor.
     pub fn zero_grad(&mut self) {
         for (_, p) in &mut self.params {
-            p.zero_grad();
+            // SAFETY: `p` is a live tensor; the C++ side only resets its gradient and catches
+            // every exception.
+            let status = unsafe { tch_alexnet_clear_grad(p.as_mut_ptr().cast()) };
+            assert_eq!(status, 0, "libtorch failed to drop a gradient");
         }
     }
 
