@@ -296,7 +296,6 @@ pub fn setup(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<Setup> {
     if let Some(threads) = config.threads {
         tch::set_num_threads(threads as i32);
     }
-    crate::allocator::reuse_freed_memory();
     if device.is_cuda() {
         tch::Cuda::cudnn_set_benchmark(true);
     }

@@ -14,6 +14,8 @@ use tch_alexnet::sgd::Sgd;
 use tch_alexnet::training::{self, TrainConfig};
 use tch_alexnet::{cifar, split, transforms};
 
+tch_alexnet::use_jemalloc!();
+
 /// Measure images per second of the training step, evaluation and data pipeline, and the data
 /// set load time (medians of --reps repetitions after a warm-up).
 #[derive(Parser, Debug)]

@@ -11,6 +11,8 @@ use tch_alexnet::cifar::CLASS_NAMES;
 use tch_alexnet::training::{self, TrainConfig};
 use tch_alexnet::{evaluation, inference};
 
+tch_alexnet::use_jemalloc!();
+
 /// Evaluate an AlexNet checkpoint (from this crate or a PyTorch state_dict in safetensors) on
 /// the CIFAR-10 test set.
 #[derive(Parser, Debug)]

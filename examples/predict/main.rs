@@ -9,6 +9,8 @@ use clap::Parser;
 use tch::Tensor;
 use tch_alexnet::inference;
 
+tch_alexnet::use_jemalloc!();
+
 /// Classify PNG or JPEG images of any size with an AlexNet checkpoint. Each image is scaled to
 /// 32×32 like a CIFAR image, then transformed as in training (227×227, normalised).
 #[derive(Parser, Debug)]

@@ -11,6 +11,8 @@ use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use tch_alexnet::training::{self, Outcome, RunDir, TrainConfig};
 
+tch_alexnet::use_jemalloc!();
+
 /// Train AlexNet (with BatchNorm) on CIFAR-10 upscaled to 227×227, as the PyTorch tutorial does.
 ///
 /// Every default is the tutorial's recipe. A run writes config.json, metrics.jsonl,
