@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use tch::{nn, Tensor};
 
 extern "C" {
-    /// `tensor` is a `torch::Tensor*`, what `Tensor::as_mut_ptr` points to.
+    /// `tensor` is an `at::Tensor*` (= `torch::Tensor*`), what `Tensor::as_mut_ptr` points to.
     fn tch_alexnet_clear_grad(tensor: *mut std::ffi::c_void) -> i32;
 }
 

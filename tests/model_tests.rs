@@ -221,6 +221,11 @@ fn forward_and_training_steps_match_pytorch() {
     }
     eprintln!("state after 2 SGD steps vs PyTorch: max |diff| = {worst:.3e}");
     assert_eq!(rust_state["conv_block1.1.num_batches_tracked"].int64_value(&[]), 2);
+    // zero_grad drops the gradients (PyTorch's set_to_none=True), it does not zero them.
+    let fc3 = vs.variables()["fc3.0.weight"].shallow_clone();
+    assert!(fc3.grad().defined(), "backward left no gradient");
+    sgd.zero_grad();
+    assert!(!fc3.grad().defined(), "zero_grad kept the gradient");
     let torch_momentum = checkpoint::load_tensors(&out.join("momentum.safetensors")).unwrap().tensors;
     let momentum = sgd.momentum_buffers();
     assert_eq!(momentum.keys().collect::<Vec<_>>(), torch_momentum.keys().collect::<Vec<_>>());
