@@ -6,7 +6,8 @@
 //!   `libtorch_cuda.so` directly, so the linker would otherwise drop it and
 //!   `tch::Cuda::is_available()` would be false on a GPU machine.
 //! - `src/ffi/*.cpp`, compiled against libtorch's headers, for what tch cannot do: select bf16
-//!   for CUDA autocast (`src/amp.rs`) and drop a gradient instead of zeroing it (`src/sgd.rs`).
+//!   for CUDA autocast (`src/amp.rs`), drop a gradient instead of zeroing it (`src/sgd.rs`),
+//!   switch oneDNN off (`src/device.rs`, for the benchmark's comparison).
 
 use std::path::PathBuf;
 
@@ -24,7 +25,7 @@ fn main() {
     let libtorch = libtorch.canonicalize().unwrap_or(libtorch);
     let lib = libtorch.join("lib");
     println!("cargo:rerun-if-changed={}", lib.display());
-    const FFI_SOURCES: [&str; 2] = ["src/ffi/autocast.cpp", "src/ffi/grad.cpp"];
+    const FFI_SOURCES: [&str; 3] = ["src/ffi/autocast.cpp", "src/ffi/grad.cpp", "src/ffi/onednn.cpp"];
     for source in FFI_SOURCES {
         println!("cargo:rerun-if-changed={source}");
     }

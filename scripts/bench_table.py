@@ -21,11 +21,17 @@ def cpu_name():
     return platform.processor() or "unknown CPU"
 
 
+def variant(run):
+    """How a Rust run was configured: memory format, and oneDNN where it was switched off."""
+    return run["memory_format"] + ("" if run.get("onednn", True) else ", oneDNN off")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("rust")
     p.add_argument("pytorch")
-    p.add_argument("--other", help="the Rust run with the other memory format")
+    p.add_argument("--other", action="append", default=[],
+                   help="a Rust run with another memory format or oneDNN setting (repeatable)")
     p.add_argument("--out", required=True, help="output path without extension")
     a = p.parse_args()
     rust, torch_ = json.load(open(a.rust)), json.load(open(a.pytorch))
@@ -39,7 +45,7 @@ def main():
     machine = f"{cpu_name()}, {rust['threads']} threads" if rust["device"] == "cpu" else rust["device"]
     lines = [
         f"Machine: {machine}; device {rust['device']}; batch {rust['batch_size']}; amp {rust['amp']}; "
-        f"Rust memory format {rust['memory_format']} (the trainer's default here).",
+        f"Rust: {variant(rust)} (the trainer's default).",
         "",
         "| measure | Rust (tch) | PyTorch recipe | Rust / PyTorch |",
         "|---|---:|---:|---:|",
@@ -50,10 +56,11 @@ def main():
         ratio = r / t if r and t else float("nan")
         ratios[key] = ratio
         lines.append(f"| {label} | {r:.1f} | {t:.1f} | {ratio:.2f}{'' if higher_better else ' (lower is better)'} |")
-    other = json.load(open(a.other)) if a.other else None
-    if other:
+    others = [json.load(open(path)) for path in a.other]
+    for other in others:
         for label, key in [("training step", "train_images_per_sec"), ("evaluation", "eval_images_per_sec")]:
-            lines.append(f"| {label}, Rust with {other['memory_format']} (images/s) | {other[key]:.1f} | {torch_[key]:.1f} | {other[key] / torch_[key]:.2f} |")
+            lines.append(f"| {label}, Rust with {variant(other)} (images/s) | {other[key]:.1f} | {torch_[key]:.1f} "
+                         f"| {other[key] / torch_[key]:.2f} |")
     gflops = rust["train_images_per_sec"] * TRAIN_GFLOP
     lines += ["", f"Rust training throughput: {gflops:.0f} GFLOP/s of model compute "
               f"({TRAIN_GFLOP:.1f} GFLOP per image per step); tch's load_dir takes "
@@ -62,7 +69,7 @@ def main():
     with open(a.out + ".md", "w") as f:
         f.write(md)
     with open(a.out + ".json", "w") as f:
-        json.dump({"machine": machine, "rust": rust, "rust_other_format": other, "pytorch": torch_, "ratios": ratios,
+        json.dump({"machine": machine, "rust": rust, "rust_variants": others, "pytorch": torch_, "ratios": ratios,
                    "train_gflops_per_sec": gflops}, f, indent=2)
     print(md)
 

@@ -52,6 +52,10 @@ struct Args {
     /// so that the peak memory is that of one model, as in a real run).
     #[arg(long, default_value = "channels-last")]
     memory_format: String,
+    /// Let libtorch use oneDNN for CPU convolutions (its default); `--onednn false` measures
+    /// ATen's own kernels instead.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    onednn: bool,
     /// Write the JSON here instead of standard output.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -91,6 +95,7 @@ fn time_images(reps: usize, images_per_rep: usize, device: Device, mut work: imp
 
 fn run() -> Result<()> {
     let args = Args::parse();
+    tch_alexnet::device::set_onednn_enabled(args.onednn)?;
     let data_dir = match &args.data_dir {
         Some(d) => d.clone(),
         None => {
@@ -202,6 +207,7 @@ fn run() -> Result<()> {
         "batch_size": bs,
         "amp": args.amp,
         "memory_format": args.memory_format,
+        "onednn": tch_alexnet::device::onednn_enabled(),
         "train_images_per_sec": median(train_rates.clone()),
         "train_runs": train_rates,
         "eval_images_per_sec": median(eval_rates.clone()),
