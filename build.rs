@@ -6,8 +6,7 @@
 //!   `libtorch_cuda.so` directly, so the linker would otherwise drop it and
 //!   `tch::Cuda::is_available()` would be false on a GPU machine.
 //! - `src/ffi/*.cpp`, compiled against libtorch's headers, for what tch cannot do: select bf16
-//!   for CUDA autocast (`src/amp.rs`), drop a gradient instead of zeroing it (`src/sgd.rs`),
-//!   switch oneDNN off (`src/device.rs`, for the benchmark's comparison).
+//!   for CUDA autocast, drop a gradient instead of zeroing it, switch oneDNN off (`src/ffi.rs`).
 
 use std::path::PathBuf;
 

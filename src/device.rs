@@ -1,5 +1,5 @@
 //! Choosing the device from `--device` (`auto`, `cpu`, `cuda`, `cuda:N`), with a clear error
-//! when the requested GPU is not there, and libtorch's CPU kernel choice.
+//! when the requested GPU is not there.
 
 use tch::{Cuda, Device};
 
@@ -46,25 +46,4 @@ pub fn device_name(device: Device) -> String {
         Device::Cuda(i) => format!("cuda:{i}"),
         other => format!("{other:?}").to_ascii_lowercase(),
     }
-}
-
-extern "C" {
-    fn tch_alexnet_set_onednn_enabled(enabled: i32) -> i32;
-    fn tch_alexnet_onednn_enabled() -> i32;
-}
-
-/// Lets libtorch use oneDNN for CPU convolutions (its default, `true`) or not (ATen's own
-/// im2col + GEMM kernels), as `torch.backends.mkldnn.enabled` does. `scripts/bench` measures
-/// both; oneDNN is faster here (see the README).
-pub fn set_onednn_enabled(enabled: bool) -> anyhow::Result<()> {
-    // SAFETY: the C++ side catches every exception and only sets a global libtorch option.
-    let status = unsafe { tch_alexnet_set_onednn_enabled(i32::from(enabled)) };
-    anyhow::ensure!(status == 0, "libtorch refused to switch oneDNN");
-    Ok(())
-}
-
-/// Whether libtorch may use oneDNN for CPU convolutions.
-pub fn onednn_enabled() -> bool {
-    // SAFETY: reads a global libtorch option.
-    unsafe { tch_alexnet_onednn_enabled() == 1 }
 }

@@ -11,7 +11,6 @@
 //! - [`inference`]: loading a checkpoint for evaluation and prediction.
 
 pub mod allocator;
-pub mod amp;
 pub mod batches;
 pub mod checkpoint;
 pub mod cifar;
@@ -19,6 +18,7 @@ pub mod cli;
 pub mod device;
 pub mod download;
 pub mod evaluation;
+pub mod ffi;
 pub mod inference;
 pub mod model;
 pub mod plot;

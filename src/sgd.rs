@@ -15,11 +15,6 @@ use std::collections::BTreeMap;
 
 use tch::{nn, Tensor};
 
-extern "C" {
-    /// `tensor` is an `at::Tensor*` (= `torch::Tensor*`), what `Tensor::as_mut_ptr` points to.
-    fn tch_alexnet_clear_grad(tensor: *mut std::ffi::c_void) -> i32;
-}
-
 /// Hyperparameters of [`Sgd`]; defaults are the recipe's.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SgdConfig {
@@ -64,10 +59,7 @@ impl Sgd {
     /// hands its result over instead of adding it to a zeroed tensor.
     pub fn zero_grad(&mut self) {
         for (_, p) in &mut self.params {
-            // SAFETY: `p` is a live tensor; the C++ side only resets its gradient and catches
-            // every exception.
-            let status = unsafe { tch_alexnet_clear_grad(p.as_mut_ptr().cast()) };
-            assert_eq!(status, 0, "libtorch failed to drop a gradient");
+            crate::ffi::clear_grad(p).expect("libtorch failed to drop a gradient");
         }
     }
 

@@ -300,7 +300,7 @@ pub fn setup(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<Setup> {
         tch::Cuda::cudnn_set_benchmark(true);
     }
     if config.amp {
-        crate::amp::set_cuda_autocast_bf16(true)?;
+        crate::ffi::set_cuda_autocast_bf16(true)?;
     }
     let channels_last = config.memory_format == "channels-last";
     let folder = download::ensure_cifar10(&config.data_dir, config.download, &Source::default())?;

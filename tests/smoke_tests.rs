@@ -15,8 +15,8 @@ fn libtorch_matmul_computes() {
 /// The C++ shim that build.rs compiles against libtorch's headers links and sets the dtype.
 #[test]
 fn cuda_autocast_dtype_can_be_set_to_bf16() {
-    tch_alexnet::amp::set_cuda_autocast_bf16(true).unwrap();
-    assert!(tch_alexnet::amp::cuda_autocast_is_bf16());
-    tch_alexnet::amp::set_cuda_autocast_bf16(false).unwrap();
-    assert!(!tch_alexnet::amp::cuda_autocast_is_bf16());
+    tch_alexnet::ffi::set_cuda_autocast_bf16(true).unwrap();
+    assert!(tch_alexnet::ffi::cuda_autocast_is_bf16());
+    tch_alexnet::ffi::set_cuda_autocast_bf16(false).unwrap();
+    assert!(!tch_alexnet::ffi::cuda_autocast_is_bf16());
 }

@@ -95,7 +95,7 @@ fn time_images(reps: usize, images_per_rep: usize, device: Device, mut work: imp
 
 fn run() -> Result<()> {
     let args = Args::parse();
-    tch_alexnet::device::set_onednn_enabled(args.onednn)?;
+    tch_alexnet::ffi::set_onednn_enabled(args.onednn)?;
     let data_dir = match &args.data_dir {
         Some(d) => d.clone(),
         None => {
@@ -207,7 +207,7 @@ fn run() -> Result<()> {
         "batch_size": bs,
         "amp": args.amp,
         "memory_format": args.memory_format,
-        "onednn": tch_alexnet::device::onednn_enabled(),
+        "onednn": tch_alexnet::ffi::onednn_enabled(),
         "train_images_per_sec": median(train_rates.clone()),
         "train_runs": train_rates,
         "eval_images_per_sec": median(eval_rates.clone()),

@@ -1,0 +1,59 @@
+//! The Rust side of `src/ffi/*.cpp`: what this crate needs from libtorch that tch does not bind.
+//! `build.rs` compiles the C++ against the same libtorch headers as tch; every function catches
+//! C++ exceptions and reports them as a status.
+//!
+//! - bf16 for CUDA autocast (`--amp`): `tch::autocast` switches autocast on and off, but
+//!   libtorch's CUDA autocast dtype defaults to fp16, whose narrow range needs a gradient
+//!   scaler; bf16 has fp32's range and needs none.
+//! - Dropping a gradient, as PyTorch's `zero_grad()` does by default (`set_to_none=True`):
+//!   tch can only zero it in place, which keeps every gradient allocated through the next
+//!   forward pass and makes backward add into it instead of handing its result over.
+//! - oneDNN on or off for CPU convolutions (`torch.backends.mkldnn.enabled`), which
+//!   `scripts/bench` compares.
+
+use tch::Tensor;
+
+extern "C" {
+    fn tch_alexnet_set_cuda_autocast_bf16(bf16: i32) -> i32;
+    fn tch_alexnet_cuda_autocast_is_bf16() -> i32;
+    /// `tensor` is an `at::Tensor*` (= `torch::Tensor*`), what `Tensor::as_mut_ptr` points to.
+    fn tch_alexnet_clear_grad(tensor: *mut std::ffi::c_void) -> i32;
+    fn tch_alexnet_set_onednn_enabled(enabled: i32) -> i32;
+    fn tch_alexnet_onednn_enabled() -> i32;
+}
+
+fn check(status: i32, what: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(status == 0, "libtorch refused to {what}");
+    Ok(())
+}
+
+/// Makes CUDA autocast compute in bf16 (`true`) or fp16 (`false`) from now on.
+pub fn set_cuda_autocast_bf16(bf16: bool) -> anyhow::Result<()> {
+    // SAFETY: sets a global libtorch option.
+    check(unsafe { tch_alexnet_set_cuda_autocast_bf16(i32::from(bf16)) }, "set the CUDA autocast dtype")
+}
+
+/// Whether CUDA autocast currently computes in bf16.
+pub fn cuda_autocast_is_bf16() -> bool {
+    // SAFETY: reads a global libtorch option.
+    unsafe { tch_alexnet_cuda_autocast_is_bf16() == 1 }
+}
+
+/// Drops the gradient of `tensor` (PyTorch: `tensor.grad = None`).
+pub fn clear_grad(tensor: &mut Tensor) -> anyhow::Result<()> {
+    // SAFETY: `tensor` is alive for the call; the C++ side only resets its gradient.
+    check(unsafe { tch_alexnet_clear_grad(tensor.as_mut_ptr().cast()) }, "drop a gradient")
+}
+
+/// Lets libtorch use oneDNN for CPU convolutions (its default, `true`) or not (ATen's own
+/// im2col + GEMM kernels). oneDNN is faster here (see the README's benchmark).
+pub fn set_onednn_enabled(enabled: bool) -> anyhow::Result<()> {
+    // SAFETY: sets a global libtorch option.
+    check(unsafe { tch_alexnet_set_onednn_enabled(i32::from(enabled)) }, "switch oneDNN")
+}
+
+/// Whether libtorch may use oneDNN for CPU convolutions.
+pub fn onednn_enabled() -> bool {
+    // SAFETY: reads a global libtorch option.
+    unsafe { tch_alexnet_onednn_enabled() == 1 }
+}
