@@ -289,3 +289,48 @@ fn runs_are_deterministic_and_resume_exactly() {
     let f = run_bin(&train, &tiny_run_args(data_s, &c, "1"));
     assert_clean_failure(&f, "already holds a run");
 }
+
+/// The benchmark program runs end to end on a tiny configuration and reports every measure,
+/// with the layout and oneDNN setting it was asked for (no timing is asserted).
+#[test]
+fn bench_reports_every_measure_as_json() {
+    let data = synthetic_data_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let f = run_bin(
+        &example_bin("bench"),
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--batch-size",
+            "2",
+            "--train-steps",
+            "1",
+            "--eval-batches",
+            "1",
+            "--data-batches",
+            "2",
+            "--reps",
+            "1",
+            "--memory-format",
+            "contiguous",
+            "--onednn",
+            "false",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(f.code, Some(0), "bench failed: {}", f.stderr);
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    for key in ["train_images_per_sec", "eval_images_per_sec", "data_images_per_sec", "load_seconds", "peak_rss_mb"] {
+        let value = report[key].as_f64().unwrap_or_else(|| panic!("{key} missing: {report}"));
+        assert!(value > 0.0 && value.is_finite(), "{key} = {value}");
+    }
+    assert_eq!(report["memory_format"], "contiguous");
+    assert_eq!(report["onednn"], false);
+    assert_eq!(report["batch_size"], 2);
+}
