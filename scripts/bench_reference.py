@@ -53,6 +53,48 @@ def median(xs):
     return sorted(xs)[len(xs) // 2]
 
 
+def recipe_transforms():
+    """The tutorial's per-image transforms: (training, evaluation)."""
+    normalize = transforms.Normalize(CIFAR_MEAN, CIFAR_STD)
+    train = transforms.Compose([transforms.RandomHorizontalFlip(), transforms.Resize(227), transforms.ToTensor(), normalize])
+    test = transforms.Compose([transforms.Resize(227), transforms.ToTensor(), normalize])
+    return train, test
+
+
+def recipe_split(n):
+    """The tutorial's split: a NumPy permutation (seed 1), the first 10% held out for validation."""
+    np.random.seed(1)
+    indices = np.random.permutation(n)
+    return indices[n // 10:], indices[:n // 10]
+
+
+class Recipe:
+    """The tutorial's model, loss and optimizer on `device`, and its training step."""
+
+    def __init__(self, device, amp):
+        torch.manual_seed(1)
+        self.device, self.amp = device, amp
+        self.model = AlexNet().to(device)
+        self.cost = nn.CrossEntropyLoss()
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY, momentum=MOMENTUM)
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+
+    def step(self, images, labels):
+        images, labels = images.to(self.device), labels.to(self.device)
+        with self.autocast():
+            loss = self.cost(self.model(images), labels)
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+
+    def predict(self, images):
+        """Class indices, on the device (call under torch.no_grad() in eval mode)."""
+        with self.autocast():
+            return self.model(images.to(self.device)).argmax(-1)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--data-dir", required=True, help="folder with the CIFAR-10 .bin files")
@@ -84,12 +126,8 @@ def main():
         (train_x, train_y), (test_x, test_y) = load_cifar(a.data_dir)
         loads.append(time.perf_counter() - t)
 
-    normalize = transforms.Normalize(CIFAR_MEAN, CIFAR_STD)
-    train_tf = transforms.Compose([transforms.RandomHorizontalFlip(), transforms.Resize(227), transforms.ToTensor(), normalize])
-    test_tf = transforms.Compose([transforms.Resize(227), transforms.ToTensor(), normalize])
-    np.random.seed(1)
-    indices = np.random.permutation(len(train_y))
-    train_idx = indices[len(train_y) // 10:]
+    train_tf, test_tf = recipe_transforms()
+    train_idx, _ = recipe_split(len(train_y))
     bs = a.batch_size
 
     def loader():
@@ -109,34 +147,22 @@ def main():
     print(f"data pipeline: {median(data_rates):.0f} images/s", file=sys.stderr)
 
     # 1. Training step: data -> forward -> loss -> backward -> SGD.
-    torch.manual_seed(1)
-    model = AlexNet().to(device)
-    model.train()
-    cost = nn.CrossEntropyLoss()
-    opt = torch.optim.SGD(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY, momentum=MOMENTUM)
-
-    def step(images, labels):
-        images, labels = images.to(device), labels.to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=a.amp):
-            loss = cost(model(images), labels)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
+    recipe = Recipe(device, a.amp)
+    recipe.model.train()
     it = loader()
-    step(*next(it))
+    recipe.step(*next(it))
     train_rates = []
     for _ in range(a.reps):
         sync()
         t = time.perf_counter()
         for _ in range(a.train_steps):
-            step(*next(it))
+            recipe.step(*next(it))
         sync()
         train_rates.append(a.train_steps * bs / (time.perf_counter() - t))
     print(f"training step: {median(train_rates):.1f} images/s", file=sys.stderr)
 
     # 2. Evaluation.
-    model.eval()
+    recipe.model.eval()
     test_loader = DataLoader(Cifar(test_x, test_y, test_tf), batch_size=bs, shuffle=False)
     eval_rates = []
     with torch.no_grad():
@@ -147,8 +173,7 @@ def main():
             t = time.perf_counter()
             for _ in range(a.eval_batches):
                 images, _ = next(it)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=a.amp):
-                    model(images.to(device)).argmax(-1)
+                recipe.predict(images)
             sync()
             eval_rates.append(a.eval_batches * bs / (time.perf_counter() - t))
     print(f"evaluation: {median(eval_rates):.1f} images/s", file=sys.stderr)
@@ -177,40 +202,26 @@ def write_report(a, report):
 def time_epoch(a, device, sync):
     """One epoch as the tutorial runs it: the training loop over the split, then validation."""
     (train_x, train_y), _ = load_cifar(a.data_dir)
-    normalize = transforms.Normalize(CIFAR_MEAN, CIFAR_STD)
-    train_tf = transforms.Compose([transforms.RandomHorizontalFlip(), transforms.Resize(227), transforms.ToTensor(), normalize])
-    valid_tf = transforms.Compose([transforms.Resize(227), transforms.ToTensor(), normalize])
-    np.random.seed(1)
-    indices = np.random.permutation(len(train_y))
-    split = len(train_y) // 10
-    train_idx, valid_idx = indices[split:][:a.limit_train], indices[:split][:a.limit_val]
-    torch.manual_seed(1)
-    model = AlexNet().to(device)
-    cost = nn.CrossEntropyLoss()
-    opt = torch.optim.SGD(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY, momentum=MOMENTUM)
+    train_tf, valid_tf = recipe_transforms()
+    train_idx, valid_idx = recipe_split(len(train_y))
+    train_idx, valid_idx = train_idx[:a.limit_train], valid_idx[:a.limit_val]
+    recipe = Recipe(device, a.amp)
     train_loader = DataLoader(Cifar(train_x, train_y, train_tf), batch_size=a.batch_size,
                               sampler=SubsetRandomSampler(train_idx))
     valid_loader = DataLoader(Cifar(train_x, train_y, valid_tf), batch_size=a.batch_size,
                               sampler=SubsetRandomSampler(valid_idx))
     sync()
     started = time.perf_counter()
-    model.train()
+    recipe.model.train()
     for images, labels in train_loader:
-        images, labels = images.to(device), labels.to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=a.amp):
-            loss = cost(model(images), labels)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        recipe.step(images, labels)
     sync()
     train_seconds = time.perf_counter() - started
-    model.eval()
+    recipe.model.eval()
     correct = 0
     with torch.no_grad():
         for images, labels in valid_loader:
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=a.amp):
-                predicted = model(images.to(device)).argmax(-1)
-            correct += (predicted == labels.to(device)).sum().item()
+            correct += (recipe.predict(images) == labels.to(device)).sum().item()
     sync()
     seconds = time.perf_counter() - started
     print(f"epoch: {seconds:.1f} s ({train_seconds:.1f} s training), val acc {correct / max(len(valid_idx), 1):.4f}",
@@ -222,6 +233,7 @@ def time_epoch(a, device, sync):
         "train_images": len(train_idx), "val_images": len(valid_idx),
         "val_acc": correct / max(len(valid_idx), 1),
     }
+
 
 if __name__ == "__main__":
     main()
