@@ -234,24 +234,8 @@ impl Rgb32Lanes {
                 let (green, blue) = (self.green[v], self.blue[v]);
                 let i0 = _mm512_loadu_si512(self.i0[v].as_ptr().cast());
                 let i1 = _mm512_loadu_si512(self.i1[v].as_ptr().cast());
-                let s0 = _mm512_mask_blend_ps(
-                    blue,
-                    _mm512_mask_blend_ps(
-                        green,
-                        _mm512_permutex2var_ps(r_lo, i0, r_hi),
-                        _mm512_permutex2var_ps(g_lo, i0, g_hi),
-                    ),
-                    _mm512_permutex2var_ps(b_lo, i0, b_hi),
-                );
-                let s1 = _mm512_mask_blend_ps(
-                    blue,
-                    _mm512_mask_blend_ps(
-                        green,
-                        _mm512_permutex2var_ps(r_lo, i1, r_hi),
-                        _mm512_permutex2var_ps(g_lo, i1, g_hi),
-                    ),
-                    _mm512_permutex2var_ps(b_lo, i1, b_hi),
-                );
+                let s0 = pick_rgb((r_lo, r_hi), (g_lo, g_hi), (b_lo, b_hi), i0, green, blue);
+                let s1 = pick_rgb((r_lo, r_hi), (g_lo, g_hi), (b_lo, b_hi), i1, green, blue);
                 let value = _mm512_add_ps(
                     _mm512_mul_ps(s0, _mm512_loadu_ps(self.w0[v].as_ptr())),
                     _mm512_mul_ps(s1, _mm512_loadu_ps(self.w1[v].as_ptr())),
@@ -261,6 +245,28 @@ impl Rgb32Lanes {
             }
         }
     }
+}
+
+/// Per lane, source pixel `index` (0..32) of the red, green or blue row (each two registers),
+/// the channel chosen by the `green` and `blue` lane masks.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn pick_rgb(
+    (r_lo, r_hi): (std::arch::x86_64::__m512, std::arch::x86_64::__m512),
+    (g_lo, g_hi): (std::arch::x86_64::__m512, std::arch::x86_64::__m512),
+    (b_lo, b_hi): (std::arch::x86_64::__m512, std::arch::x86_64::__m512),
+    index: std::arch::x86_64::__m512i,
+    green: u16,
+    blue: u16,
+) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    let red_or_green = _mm512_mask_blend_ps(
+        green,
+        _mm512_permutex2var_ps(r_lo, index, r_hi),
+        _mm512_permutex2var_ps(g_lo, index, g_hi),
+    );
+    _mm512_mask_blend_ps(blue, red_or_green, _mm512_permutex2var_ps(b_lo, index, b_hi))
 }
 
 /// `dst = r0 · a + r1 · b`, the hot loop (about 10 million elements a batch). With AVX it runs
