@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use tch_alexnet::batches::Batches;
 use tch_alexnet::cifar::CLASS_NAMES;
+use tch_alexnet::cli::DataArgs;
 use tch_alexnet::training::{self, TrainConfig};
 use tch_alexnet::{evaluation, inference};
 
@@ -21,15 +22,8 @@ struct Args {
     /// The .safetensors checkpoint (e.g. runs/<run>/best.safetensors).
     #[arg(long)]
     checkpoint: PathBuf,
-    /// Folder holding cifar-10-batches-bin/ (downloaded there when missing), or that folder itself.
-    #[arg(long, default_value = "data")]
-    data_dir: PathBuf,
-    /// Fail instead of downloading CIFAR-10 when it is missing.
-    #[arg(long)]
-    no_download: bool,
-    /// auto (CUDA when available), cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    device: String,
+    #[command(flatten)]
+    data: DataArgs,
     /// Images per evaluation batch.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
@@ -47,16 +41,16 @@ struct Args {
 fn run() -> Result<()> {
     let args = Args::parse();
     let config = TrainConfig {
-        data_dir: args.data_dir.clone(),
-        download: !args.no_download,
-        device: args.device.clone(),
+        data_dir: args.data.data_dir.clone(),
+        download: !args.data.no_download,
+        device: args.data.device.clone(),
         batch_size: args.batch_size,
         limit_test: args.limit_test,
         amp: args.amp,
         ..TrainConfig::default()
     };
     config.validate()?;
-    let device = tch_alexnet::device::parse_device(&args.device)?;
+    let device = tch_alexnet::device::parse_device(&args.data.device)?;
     // The checkpoint first: a wrong path should fail before the data set is loaded.
     let (_vs, net) = inference::load_model(&args.checkpoint, device, true)?;
     let setup = training::setup(&config, &mut |line| eprintln!("{line}"))?;

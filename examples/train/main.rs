@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser};
+use tch_alexnet::cli::DataArgs;
 use tch_alexnet::training::{self, Outcome, RunDir, TrainConfig};
 
 tch_alexnet::use_jemalloc!();
@@ -45,15 +46,8 @@ struct Args {
     /// Turn off the random horizontal flip of training images.
     #[arg(long)]
     no_augment: bool,
-    /// Folder holding cifar-10-batches-bin/ (downloaded there when missing), or that folder itself.
-    #[arg(long, default_value = "data")]
-    data_dir: PathBuf,
-    /// Fail instead of downloading CIFAR-10 when it is missing.
-    #[arg(long)]
-    no_download: bool,
-    /// auto (CUDA when available), cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    device: String,
+    #[command(flatten)]
+    data: DataArgs,
     /// Output folder of the run [default: runs/<date>-<time>].
     #[arg(long)]
     out: Option<PathBuf>,
@@ -98,9 +92,9 @@ impl Args {
             seed: self.seed,
             augment: !self.no_augment,
             num_classes: tch_alexnet::model::CIFAR10_CLASSES,
-            data_dir: self.data_dir.clone(),
-            download: !self.no_download,
-            device: self.device.clone(),
+            data_dir: self.data.data_dir.clone(),
+            download: !self.data.no_download,
+            device: self.data.device.clone(),
             threads: self.threads,
             limit_train: self.limit_train,
             limit_val: self.limit_val,
@@ -137,12 +131,12 @@ fn run() -> Result<ExitCode> {
                 config.epochs = args.epochs;
             }
             if matches.value_source("device") == Some(ValueSource::CommandLine) {
-                config.device = args.device.clone();
+                config.device = args.data.device.clone();
             }
             if matches.value_source("data_dir") == Some(ValueSource::CommandLine) {
-                config.data_dir = args.data_dir.clone();
+                config.data_dir = args.data.data_dir.clone();
             }
-            config.download = config.download && !args.no_download;
+            config.download = config.download && !args.data.no_download;
             config.threads = args.threads.or(config.threads);
             config.save_every = args.save_every;
             (config, RunDir { path: dir.clone(), resume: true })
