@@ -6,10 +6,10 @@ use anyhow::{Context, Result};
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
-use crate::checkpoint;
-use crate::cifar::{CLASS_NAMES, IMAGE_SIZE};
+use crate::data::cifar::{CLASS_NAMES, IMAGE_SIZE};
+use crate::data::transforms::Preprocess;
+use crate::formats::safetensors as checkpoint;
 use crate::model::AlexNet;
-use crate::transforms::Preprocess;
 
 /// Builds an AlexNet with as many classes as the checkpoint's `fc3.0.weight` has rows and loads
 /// the checkpoint into it (a PyTorch-saved `state_dict` works the same). `channels_last` gives
@@ -19,7 +19,7 @@ pub fn load_model(path: &Path, device: Device, channels_last: bool) -> Result<(n
     let classes = loaded.tensors.get("fc3.0.weight").map(|w| w.size()[0]).with_context(|| {
         format!("checkpoint {} lacks the key `fc3.0.weight`: not an AlexNet checkpoint", path.display())
     })?;
-    let (vs, net) = crate::training::build_model(device, classes, channels_last)?;
+    let (vs, net) = crate::train::build_model(device, classes, channels_last)?;
     checkpoint::copy_into_var_store(&vs, path, &loaded.tensors)?;
     Ok((vs, net))
 }

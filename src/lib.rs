@@ -2,32 +2,25 @@
 //! well-known PyTorch tutorial: the same model (PyTorch parameter names and init, weights that
 //! load both ways), the same recipe, and a faster, batched, on-device data pipeline.
 //!
+//! The modules follow a run from data to files:
+//!
+//! - [`data`]: CIFAR-10 on disk, the seeded split, the batched on-device pipeline.
 //! - [`model`]: the network.
-//! - [`checkpoint`]: safetensors files with PyTorch `state_dict` keys, written atomically.
-//! - [`sgd`]: `torch.optim.SGD`'s update, with momentum buffers that can be saved.
-//! - [`cifar`], [`download`]: the data set on disk, checked, and fetched when missing.
-//! - [`split`], [`batches`], [`transforms`]: the seeded split and the batched on-device pipeline.
-//! - [`training`], [`evaluation`], [`plot`]: the recipe's loop, its metrics and what a run leaves.
+//! - [`train`]: the recipe's loop, its optimizer, metrics, run folder and resume state.
+//! - [`formats`]: checkpoint files (safetensors with PyTorch `state_dict` keys).
 //! - [`inference`]: loading a checkpoint for evaluation and prediction.
+//! - [`cli`], [`device`], [`progress`], [`allocator`], [`ffi`]: what the programs share, and
+//!   the few lines of C++ for what tch does not bind.
 
 pub mod allocator;
-pub mod batches;
-pub mod checkpoint;
-pub mod cifar;
 pub mod cli;
+pub mod data;
 pub mod device;
-pub mod download;
-pub mod evaluation;
 pub mod ffi;
+pub mod formats;
 pub mod inference;
 pub mod model;
-pub mod plot;
 pub mod progress;
-pub mod resize;
-pub mod sgd;
-pub mod split;
-pub mod synthetic;
-pub mod training;
-pub mod transforms;
+pub mod train;
 
 pub use model::{alexnet, AlexNet};

@@ -10,10 +10,10 @@ use std::path::Path;
 
 use proptest::prelude::*;
 use tch::{Device, Kind, Tensor};
-use tch_alexnet::cifar::{self, DataError, FILE_BYTES, IMAGE_BYTES, RECORDS_PER_FILE};
-use tch_alexnet::download::{self, DownloadError, Source};
-use tch_alexnet::split::{self, epoch_plan, steps_per_epoch, train_valid_split};
-use tch_alexnet::transforms::Preprocess;
+use tch_alexnet::data::cifar::{self, DataError, FILE_BYTES, IMAGE_BYTES, RECORDS_PER_FILE};
+use tch_alexnet::data::download::{self, DownloadError, Source};
+use tch_alexnet::data::split::{self, epoch_plan, steps_per_epoch, train_valid_split};
+use tch_alexnet::data::transforms::Preprocess;
 
 // ---------------------------------------------------------------- split
 
@@ -174,7 +174,7 @@ fn preprocess_gives_normalised_227_batches() {
     let images = Tensor::full([2, 3, 32, 32], 128, (Kind::Uint8, Device::Cpu));
     let out = pre.apply(&images, None);
     assert_eq!(out.size(), vec![2, 3, 227, 227]);
-    for (c, (m, s)) in tch_alexnet::transforms::CIFAR_MEAN.iter().zip(tch_alexnet::transforms::CIFAR_STD).enumerate() {
+    for (c, (m, s)) in tch_alexnet::data::transforms::CIFAR_MEAN.iter().zip(tch_alexnet::data::transforms::CIFAR_STD).enumerate() {
         let want = (128.0 / 255.0 - m) / s;
         let got = out.get(1).get(c as i64).mean(Kind::Double).double_value(&[]);
         assert!((got - want).abs() < 1e-5, "channel {c}: {got} vs {want}");
@@ -204,7 +204,7 @@ fn transforms_match_torchvision_on_pil_within_two_levels() {
         &python,
         &["transform-fixtures", file.to_str().unwrap(), dir.path().to_str().unwrap(), "--count", "16"],
     );
-    let torch = tch_alexnet::checkpoint::load_tensors(&dir.path().join("transforms.safetensors")).unwrap().tensors;
+    let torch = tch_alexnet::formats::safetensors::load_tensors(&dir.path().join("transforms.safetensors")).unwrap().tensors;
     let (images, _) = cifar::parse_records(&file, &std::fs::read(&file).unwrap()).unwrap();
     let pre = Preprocess::new(Device::Cpu);
     let resized = pre.resize_unnormalised(&images);
@@ -354,7 +354,7 @@ fn fused_cpu_pipeline_matches_libtorch_ops() {
     for size in [227i64, 32, 45] {
         let want = xs.upsample_bilinear2d([size, size], false, None, None);
         for channels_last in [false, true] {
-            let got = tch_alexnet::resize::gather_normalise_resize_cpu(
+            let got = tch_alexnet::data::resize::gather_normalise_resize_cpu(
                 &images,
                 &indices,
                 Some(&flips),
@@ -386,7 +386,7 @@ fn cpu_resize_kernel_matches_libtorch() {
         let xs = Tensor::randn([n, c, h, w], (Kind::Float, Device::Cpu));
         let want = xs.upsample_bilinear2d([s, s], false, None, None);
         for channels_last in [false, true] {
-            let got = tch_alexnet::resize::upsample_bilinear_cpu(&xs, s, channels_last);
+            let got = tch_alexnet::data::resize::upsample_bilinear_cpu(&xs, s, channels_last);
             assert_eq!(got.size(), want.size());
             let diff = common::max_abs_diff(&got, &want);
             assert!(diff < 1e-5, "[{n},{c},{h},{w}] → {s} (channels_last {channels_last}): max diff {diff}");

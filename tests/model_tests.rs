@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
-use tch_alexnet::checkpoint::{self, CheckpointError};
+use tch_alexnet::formats::safetensors::{self as checkpoint, CheckpointError};
 use tch_alexnet::model::{self, ModelError};
 
 fn new_model(seed: i64, num_classes: i64) -> (nn::VarStore, tch_alexnet::AlexNet) {
@@ -196,7 +196,7 @@ fn forward_and_training_steps_match_pytorch() {
     eprintln!("eval logits vs PyTorch: max |diff| = {diff:.3e}");
     assert!(diff <= 1e-4, "eval logits differ from PyTorch by {diff}");
 
-    let mut sgd = tch_alexnet::sgd::Sgd::new(&vs, Default::default());
+    let mut sgd = tch_alexnet::train::sgd::Sgd::new(&vs, Default::default());
     let mut losses = Vec::new();
     for _ in 0..2 {
         sgd.zero_grad();

@@ -12,8 +12,8 @@ use common::{
     assert_clean_failure, cpu_train_args, example_bin, metrics, run_bin, synthetic_data_dir, tensors, with_flags,
 };
 use proptest::prelude::*;
-use tch_alexnet::checkpoint;
-use tch_alexnet::cifar::{self, RECORD_BYTES};
+use tch_alexnet::formats::safetensors as checkpoint;
+use tch_alexnet::data::cifar::{self, RECORD_BYTES};
 
 /// A data folder whose files link to the synthetic set, so one can be broken cheaply.
 fn linked_data_dir(root: &Path) -> PathBuf {

@@ -9,10 +9,10 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use tch::nn::ModuleT;
 use tch::Device;
-use tch_alexnet::batches::Batches;
-use tch_alexnet::sgd::Sgd;
-use tch_alexnet::training::{self, TrainConfig};
-use tch_alexnet::{cifar, split, transforms};
+use tch_alexnet::data::batches::Batches;
+use tch_alexnet::train::sgd::Sgd;
+use tch_alexnet::train::{self as training, TrainConfig};
+use tch_alexnet::data::{cifar, split, transforms};
 
 tch_alexnet::use_jemalloc!();
 
@@ -101,7 +101,7 @@ fn run() -> Result<()> {
         None => {
             let d = std::env::temp_dir().join("tch-alexnet-bench-synthetic");
             if cifar::check_dir(&d).is_err() {
-                tch_alexnet::synthetic::write_dataset(&d, 7).context("cannot write the synthetic data set")?;
+                tch_alexnet::data::synthetic::write_dataset(&d, 7).context("cannot write the synthetic data set")?;
             }
             d
         }
@@ -117,7 +117,7 @@ fn run() -> Result<()> {
         ..TrainConfig::default()
     };
     config.validate()?;
-    let folder = tch_alexnet::download::ensure_cifar10(&data_dir, false, &Default::default())?;
+    let folder = tch_alexnet::data::download::ensure_cifar10(&data_dir, false, &Default::default())?;
     let load_seconds = median(
         (0..args.reps)
             .map(|_| {

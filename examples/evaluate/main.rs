@@ -6,11 +6,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use tch_alexnet::batches::Batches;
-use tch_alexnet::cifar::CLASS_NAMES;
+use tch_alexnet::data::batches::Batches;
+use tch_alexnet::data::cifar::CLASS_NAMES;
 use tch_alexnet::cli::DataArgs;
-use tch_alexnet::training::{self, TrainConfig};
-use tch_alexnet::{evaluation, inference};
+use tch_alexnet::train::{self as training, TrainConfig};
+use tch_alexnet::{inference, train::evaluation};
 
 tch_alexnet::use_jemalloc!();
 

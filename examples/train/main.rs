@@ -3,22 +3,23 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use tch_alexnet::cli::DataArgs;
-use tch_alexnet::training::{self, Outcome, RunDir, TrainConfig};
+use tch_alexnet::train::{self as training, Outcome, RunDir, TrainConfig};
 
 tch_alexnet::use_jemalloc!();
 
 /// Train AlexNet (with BatchNorm) on CIFAR-10 upscaled to 227×227, as the PyTorch tutorial does.
 ///
 /// Every default is the tutorial's recipe. A run writes config.json, metrics.jsonl,
-/// last.safetensors, best.safetensors, curves.svg and summary.json into --out. Ctrl-C stops after
-/// the current step with a consistent checkpoint; --resume continues from it.
+/// last.safetensors, best.safetensors, curves.svg and summary.json into --out. Ctrl-C or SIGTERM
+/// stops after the current step with a consistent checkpoint (exit code 130 or 143); --resume
+/// continues from it.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about)]
 struct Args {
@@ -59,6 +60,10 @@ struct Args {
     /// given with it).
     #[arg(long, value_name = "RUN_DIR")]
     resume: Option<PathBuf>,
+    /// With --resume: continue even though the data files differ from those the run was
+    /// trained on (config.json records their sizes and hashes).
+    #[arg(long, requires = "resume")]
+    allow_data_change: bool,
     /// Train on the first N images of the training split only (after the seeded split).
     #[arg(long, value_name = "N")]
     limit_train: Option<usize>,
@@ -107,7 +112,8 @@ impl Args {
 }
 
 /// Flags that may change when a run is resumed; every other one comes from its config.json.
-const RESUMABLE_FLAGS: [&str; 7] = ["epochs", "device", "threads", "save_every", "data_dir", "no_download", "resume"];
+const RESUMABLE_FLAGS: [&str; 8] =
+    ["epochs", "device", "threads", "save_every", "data_dir", "no_download", "resume", "allow_data_change"];
 
 fn run() -> Result<ExitCode> {
     let matches = Args::command().get_matches();
@@ -139,27 +145,21 @@ fn run() -> Result<ExitCode> {
             config.download = config.download && !args.data.no_download;
             config.threads = args.threads.or(config.threads);
             config.save_every = args.save_every;
-            (config, RunDir { path: dir.clone(), resume: true })
+            let run = RunDir { allow_data_change: args.allow_data_change, ..RunDir::resume(dir) };
+            (config, run)
         }
         None => {
             let out = args.out.clone().unwrap_or_else(|| {
                 PathBuf::from("runs").join(chrono::Local::now().format("%Y%m%d-%H%M%S").to_string())
             });
-            (args.config(), RunDir { path: out, resume: false })
+            (args.config(), RunDir::new(out))
         }
     };
     config.validate()?;
 
     let stop = Arc::new(AtomicBool::new(false));
-    let handler_stop = stop.clone();
-    ctrlc::set_handler(move || {
-        if handler_stop.swap(true, Ordering::SeqCst) {
-            eprintln!("\nSecond interrupt: exiting now (the last saved checkpoint is intact)");
-            std::process::exit(130);
-        }
-        eprintln!("\nInterrupt: stopping after the current step and saving a checkpoint (Ctrl-C again to quit now)");
-    })
-    .context("cannot install the Ctrl-C handler")?;
+    let signal = Arc::new(AtomicI32::new(0));
+    watch_signals(stop.clone(), signal.clone())?;
 
     println!("Run folder: {}", run.path.display());
     let outcome = training::train(&config, &run, &stop, &mut |line| println!("{line}"))?;
@@ -170,9 +170,31 @@ fn run() -> Result<ExitCode> {
                 "Interrupted at epoch {epoch}, step {step}; checkpoint saved. Continue with: --resume {}",
                 run.path.display()
             );
-            Ok(ExitCode::from(130))
+            // The shell's convention: 128 + the signal's number (SIGINT 130, SIGTERM 143).
+            Ok(ExitCode::from(128 + signal.load(Ordering::SeqCst).clamp(2, 127) as u8))
         }
     }
+}
+
+/// Ctrl-C (SIGINT) and SIGTERM (what Slurm, Kubernetes and systemd send before they kill) both
+/// ask the loop to stop after the current step and save; a second signal exits at once. The
+/// signals are received on a thread of their own, where printing is safe.
+fn watch_signals(stop: Arc<AtomicBool>, signal: Arc<AtomicI32>) -> Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("cannot install signal handlers")?;
+    std::thread::spawn(move || {
+        for number in signals.forever() {
+            let name = if number == SIGTERM { "SIGTERM" } else { "Interrupt" };
+            if stop.swap(true, Ordering::SeqCst) {
+                eprintln!("\nSecond {name}: exiting now (the last saved checkpoint is intact)");
+                std::process::exit(128 + number);
+            }
+            signal.store(number, Ordering::SeqCst);
+            eprintln!("\n{name}: stopping after the current step and saving a checkpoint (Ctrl-C again to quit now)");
+        }
+    });
+    Ok(())
 }
 
 fn main() -> ExitCode {

@@ -74,11 +74,11 @@ pub fn synthetic_data_dir() -> PathBuf {
     static WRITTEN: std::sync::Once = std::sync::Once::new();
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("synthetic-cifar10");
     WRITTEN.call_once(|| {
-        if tch_alexnet::cifar::check_dir(&dir).is_ok() {
+        if tch_alexnet::data::cifar::check_dir(&dir).is_ok() {
             return;
         }
         let tmp = dir.with_extension(format!("tmp-{}", std::process::id()));
-        tch_alexnet::synthetic::write_dataset(&tmp, 2024).unwrap();
+        tch_alexnet::data::synthetic::write_dataset(&tmp, 2024).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::rename(&tmp, &dir).unwrap();
     });
@@ -118,7 +118,7 @@ pub fn assert_clean_failure(f: &Finished, expect_in_message: &str) {
 
 /// Every tensor of a safetensors file.
 pub fn tensors(path: &Path) -> std::collections::BTreeMap<String, tch::Tensor> {
-    tch_alexnet::checkpoint::load_tensors(path).unwrap().tensors
+    tch_alexnet::formats::safetensors::load_tensors(path).unwrap().tensors
 }
 
 /// The lines of a metrics.jsonl file.

@@ -3,7 +3,7 @@
 //! Parameter names are the PyTorch module's `state_dict()` keys (`conv_block1.0.weight`,
 //! `conv_block1.1.running_mean`, `fc1.1.weight`, …) and every layer is initialised with
 //! PyTorch's default rule, not tch's, so a run starts from the same distribution as the
-//! Python original and weights move both ways (see [`crate::checkpoint`]).
+//! Python original and weights move both ways (see [`crate::formats::safetensors`]).
 
 use tch::nn::{self, ModuleT};
 use tch::{Kind, Tensor};

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use crate::training::EpochMetrics;
+use crate::train::metrics::EpochMetrics;
 
 /// Draws train/validation loss (left) and accuracy (right) per epoch into an SVG file.
 pub fn write_curves(path: &Path, history: &[EpochMetrics]) -> anyhow::Result<()> {
@@ -75,7 +75,7 @@ pub fn write_curves(path: &Path, history: &[EpochMetrics]) -> anyhow::Result<()>
             .draw()?;
         root.present()?;
     }
-    crate::checkpoint::write_atomically(path, svg.as_bytes())?;
+    crate::formats::safetensors::write_atomically(path, svg.as_bytes())?;
     Ok(())
 }
 

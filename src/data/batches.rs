@@ -6,8 +6,8 @@
 
 use tch::{Device, Kind, Tensor};
 
-use crate::split::EpochPlan;
-use crate::transforms::Preprocess;
+use crate::data::split::EpochPlan;
+use crate::data::transforms::Preprocess;
 
 /// One batch: `float [B, 3, 227, 227]` images and `int64 [B]` labels.
 pub struct Batch {

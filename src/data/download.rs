@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use md5::{Digest, Md5};
 
-use crate::cifar::{self, FOLDER_NAME};
+use crate::data::cifar::{self, FOLDER_NAME};
 
 /// The official binary archive and its MD5, as published on the CIFAR page.
 pub const CIFAR10_URL: &str = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz";

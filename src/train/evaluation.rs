@@ -4,7 +4,7 @@
 use tch::nn::ModuleT;
 use tch::{Kind, Tensor};
 
-use crate::batches::Batches;
+use crate::data::batches::Batches;
 use crate::model::AlexNet;
 
 /// What one evaluation pass measured.

@@ -106,14 +106,13 @@ impl View for &HostTensor {
     }
 }
 
-/// Writes `tensors` and `metadata` to `path` atomically: a temporary file beside it is written,
-/// synced to disk and renamed over `path`.
-pub fn save_tensors<'a>(
+/// Serialises `tensors` and `metadata` into the bytes of a safetensors file (`path` only
+/// names the file in errors).
+pub fn serialize_tensors<'a>(
     path: &Path,
     tensors: impl IntoIterator<Item = (&'a str, &'a Tensor)>,
     metadata: &Metadata,
-) -> Result<(), CheckpointError> {
-    let write_err = |err| CheckpointError::Write { path: path.to_path_buf(), err };
+) -> Result<Vec<u8>, CheckpointError> {
     let host = tensors
         .into_iter()
         .map(|(name, t)| HostTensor::from_tensor(name, t).map(|h| (name.to_string(), h)))
@@ -121,37 +120,70 @@ pub fn save_tensors<'a>(
         .map_err(|reason| CheckpointError::Tensor { path: path.to_path_buf(), reason })?;
     let info: HashMap<String, String> = metadata.clone().into_iter().collect();
     let info = if info.is_empty() { None } else { Some(info) };
-    let bytes = safetensors::serialize(host.iter().map(|(n, h)| (n.as_str(), h)), info)
-        .map_err(|e| CheckpointError::Tensor { path: path.to_path_buf(), reason: e.to_string() })?;
-    write_atomically(path, &bytes).map_err(write_err)
+    safetensors::serialize(host.iter().map(|(n, h)| (n.as_str(), h)), info)
+        .map_err(|e| CheckpointError::Tensor { path: path.to_path_buf(), reason: e.to_string() })
+}
+
+/// Writes `tensors` and `metadata` to `path` atomically: a temporary file beside it is written,
+/// synced to disk and renamed over `path`.
+pub fn save_tensors<'a>(
+    path: &Path,
+    tensors: impl IntoIterator<Item = (&'a str, &'a Tensor)>,
+    metadata: &Metadata,
+) -> Result<(), CheckpointError> {
+    let bytes = serialize_tensors(path, tensors, metadata)?;
+    write_atomically(path, &bytes).map_err(|err| CheckpointError::Write { path: path.to_path_buf(), err })
+}
+
+/// The temporary file beside `path` that [`write_synced_temp`] writes: hidden, and named
+/// with `.tmp-` so that a run folder's leftovers can be recognised and removed.
+fn temp_path(path: &Path) -> PathBuf {
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    parent_dir(path).join(format!(".{file_name}.tmp-{}", std::process::id()))
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Writes `bytes` to a temporary file beside `path` and syncs it; returns the temporary path,
+/// for [`rename_synced`]. On any error the temporary file is removed.
+pub fn write_synced_temp(path: &Path, bytes: &[u8]) -> std::io::Result<PathBuf> {
+    use std::io::Write;
+    let tmp = temp_path(path);
+    let result = (|| {
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()
+    })();
+    match result {
+        Ok(()) => Ok(tmp),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// Renames `from` over `to` and syncs their folder, so that the rename itself reaches the disk.
+pub fn rename_synced(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::rename(from, to)?;
+    if let Ok(d) = File::open(parent_dir(to)) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 /// Writes `bytes` to `path` through a synced temporary file and a rename, so that readers see
 /// either the old file or the new one, never a partial one.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut file = File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&tmp, path)?;
-        // The rename itself must reach the disk too.
-        if let Ok(d) = File::open(&dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
+    let tmp = write_synced_temp(path, bytes)?;
+    rename_synced(&tmp, path).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    })
 }
 
 /// Saves every variable of `vs` (parameters, BatchNorm running stats and counters) under its

@@ -78,7 +78,7 @@ impl Preprocess {
     }
 
     /// For `uint8` images on the CPU, the whole transform as one fused kernel
-    /// (crate::resize) that writes the final batch with no intermediate tensors; `None`
+    /// (crate::data::resize) that writes the final batch with no intermediate tensors; `None`
     /// elsewhere (CUDA runs libtorch's ops, queued without a host sync).
     fn fused_cpu(&self, images: &Tensor, indices: Option<&Tensor>, flips: Option<&Tensor>) -> Option<Tensor> {
         if images.device() != Device::Cpu || images.kind() != Kind::Uint8 {
@@ -89,7 +89,7 @@ impl Preprocess {
             None => (0..images.size()[0]).collect(),
         };
         let flips = flips.map(|f| Vec::<bool>::try_from(f).expect("bool CPU flips"));
-        Some(crate::resize::gather_normalise_resize_cpu(
+        Some(crate::data::resize::gather_normalise_resize_cpu(
             images,
             &indices,
             flips.as_deref(),
@@ -100,12 +100,12 @@ impl Preprocess {
     }
 
     /// Bilinear resize to `size`×`size`, channels-last strided when configured. On the CPU a
-    /// separable kernel (crate::resize) that writes either layout directly; on CUDA libtorch's,
+    /// separable kernel (crate::data::resize) that writes either layout directly; on CUDA libtorch's,
     /// followed by the layout change (its NCHW kernel is 2-3× faster than its NHWC one for
     /// three channels).
     fn resize(&self, xs: &Tensor) -> Tensor {
         if xs.device() == Device::Cpu {
-            return crate::resize::upsample_bilinear_cpu(xs, self.size, self.channels_last);
+            return crate::data::resize::upsample_bilinear_cpu(xs, self.size, self.channels_last);
         }
         let xs = xs.upsample_bilinear2d([self.size, self.size], false, None, None);
         if self.channels_last {

@@ -8,7 +8,7 @@ use std::path::Path;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::cifar::{self, IMAGE_BYTES, RECORDS_PER_FILE};
+use crate::data::cifar::{self, IMAGE_BYTES, RECORDS_PER_FILE};
 
 /// The colour of class `c`: distinct, far apart RGB values.
 fn class_colour(c: u8) -> [u8; 3] {

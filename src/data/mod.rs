@@ -1,0 +1,15 @@
+//! Stage 1, the data: CIFAR-10 on disk (checked, fetched when missing), the seeded split, and
+//! the batched pipeline that flips, normalises and resizes each batch on the device.
+//!
+//! - [`download`], [`cifar`]: the data set's files, fetched and parsed.
+//! - [`split`]: the train/validation split and each epoch's order and flips.
+//! - [`batches`], [`transforms`], [`resize`]: batches as the model sees them.
+//! - [`synthetic`]: a tiny made-up data set in CIFAR's format, for tests.
+
+pub mod batches;
+pub mod cifar;
+pub mod download;
+pub mod resize;
+pub mod split;
+pub mod synthetic;
+pub mod transforms;

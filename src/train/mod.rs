@@ -1,0 +1,31 @@
+//! Stage 3, training: the recipe's loop and everything a run leaves behind.
+//!
+//! A run folder holds `config.json`, `metrics.jsonl`, `last.safetensors` (+
+//! `last.optim.safetensors`, the momentum buffers and the loop's position), `best.safetensors`,
+//! `curves.svg` and, at the end, `summary.json`.
+//!
+//! - [`config`]: the settings (defaults = the recipe) and `config.json`.
+//! - [`setup`]: device, data and model before the first step.
+//! - [`trainer`]: the loop itself, top to bottom.
+//! - [`sgd`]: `torch.optim.SGD`'s update, with momentum buffers that can be saved.
+//! - [`evaluation`], [`metrics`], [`plot`]: what the loop measures and draws.
+//! - [`run_dir`], [`resume`]: the run folder's files, its lock, and the crash-consistent
+//!   checkpoint pair that `--resume` continues from.
+//!
+//! Dependencies point one way: `trainer` uses the others; none of them uses `trainer`.
+
+pub mod config;
+pub mod evaluation;
+pub mod metrics;
+pub mod plot;
+pub mod resume;
+pub mod run_dir;
+pub mod setup;
+pub mod sgd;
+pub mod trainer;
+
+pub use config::TrainConfig;
+pub use metrics::{EpochMetrics, Summary};
+pub use run_dir::{read_config, RunDir, BEST_CHECKPOINT, CONFIG_FILE, LAST_CHECKPOINT, METRICS_FILE};
+pub use setup::{build_model, setup, Setup};
+pub use trainer::{train, train_step, Outcome};

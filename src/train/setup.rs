@@ -1,0 +1,121 @@
+//! What a run (or an evaluation) works with before its first step: the device, the data set
+//! on it, the split and the images each phase uses, and the model.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use tch::{nn, Device};
+
+use crate::data::cifar;
+use crate::data::download::{self, Source};
+use crate::data::split::{self, Split};
+use crate::data::transforms::{self, Preprocess};
+use crate::model::{self, AlexNet};
+use crate::train::config::TrainConfig;
+
+/// The device, data, split and model a run (or an evaluation) works with.
+pub struct Setup {
+    pub device: Device,
+    pub data: cifar::Cifar10,
+    pub split: Split,
+    pub preprocess: Preprocess,
+    pub channels_last: bool,
+}
+
+/// Chooses the device, applies thread settings, and loads (downloading if needed) the data set
+/// onto the device.
+pub fn setup(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<Setup> {
+    let device = crate::device::parse_device(&config.device)?;
+    if let Some(threads) = config.threads {
+        tch::set_num_threads(threads as i32);
+    }
+    if device.is_cuda() {
+        tch::Cuda::cudnn_set_benchmark(true);
+    }
+    if config.amp {
+        crate::ffi::set_cuda_autocast_bf16(true)?;
+    }
+    let channels_last = config.memory_format == "channels-last";
+    let folder = download::ensure_cifar10(&config.data_dir, config.download, &Source::default())?;
+    let started = Instant::now();
+    let data = cifar::load_dir(&folder)?.to_device(device);
+    log(&format!(
+        "Loaded CIFAR-10 from {} in {:.2} s onto {}",
+        folder.display(),
+        started.elapsed().as_secs_f64(),
+        crate::device::device_name(device)
+    ));
+    let split = split::train_valid_split(data.train_labels.size()[0] as usize, config.valid_size, config.seed)?;
+    let preprocess = Preprocess::new(device).channels_last(channels_last);
+    Ok(Setup { device, data, split, preprocess, channels_last })
+}
+
+/// The images each phase of a run uses: the split's, cut to the `--limit-*` flags.
+pub struct Subsets {
+    pub train: Vec<i64>,
+    pub valid: Vec<i64>,
+    pub test: Vec<i64>,
+}
+
+impl Subsets {
+    /// Applies the limits of `config` to `setup`'s split and test set, and says what it chose
+    /// (and which limits were larger than their split) through `log`.
+    pub fn new(config: &TrainConfig, setup: &Setup, log: &mut dyn FnMut(&str)) -> Self {
+        let test_len = setup.data.test_labels.size()[0] as usize;
+        let all_test: Vec<i64> = (0..test_len as i64).collect();
+        let subsets = Self {
+            train: first_n(&setup.split.train, config.limit_train),
+            valid: first_n(&setup.split.valid, config.limit_val),
+            test: first_n(&all_test, config.limit_test),
+        };
+        for (name, limit, len) in [
+            ("train", config.limit_train, setup.split.train.len()),
+            ("val", config.limit_val, setup.split.valid.len()),
+            ("test", config.limit_test, test_len),
+        ] {
+            if let Some(limit) = limit.filter(|&l| l > len) {
+                log(&format!("note: --limit-{name} {limit} is larger than the split ({len} images); using all {len}"));
+            }
+        }
+        log(&format!(
+            "Split (seed {}): {} train / {} validation images (using {} / {}), {test_len} test images (using {})",
+            config.seed,
+            setup.split.train.len(),
+            setup.split.valid.len(),
+            subsets.train.len(),
+            subsets.valid.len(),
+            subsets.test.len()
+        ));
+        subsets
+    }
+}
+
+fn first_n(indices: &[i64], limit: Option<usize>) -> Vec<i64> {
+    indices[..limit.unwrap_or(usize::MAX).min(indices.len())].to_vec()
+}
+
+/// Converts the 4-D (conv) weights to channels-last strides.
+fn model_to_channels_last(vs: &nn::VarStore) {
+    tch::no_grad(|| {
+        for (_, mut var) in vs.variables() {
+            if var.dim() == 4 {
+                var.set_data(&transforms::to_channels_last(&var));
+            }
+        }
+    });
+}
+
+/// The model on `device`, with the variable store that owns its weights.
+pub fn build_model(device: Device, num_classes: i64, channels_last: bool) -> Result<(nn::VarStore, AlexNet)> {
+    let vs = nn::VarStore::new(device);
+    let net = model::alexnet(&vs.root(), num_classes)?;
+    if channels_last {
+        model_to_channels_last(&vs);
+    }
+    Ok((vs, net))
+}
+
+/// Bytes of all the variables of `vs`: the size of one weights checkpoint.
+pub fn weight_bytes(vs: &nn::VarStore) -> u64 {
+    vs.variables().values().map(|t| (t.numel() * t.kind().elt_size_in_bytes()) as u64).sum()
+}
