@@ -231,7 +231,7 @@ fn two_epoch_run_writes_every_file_and_learns() {
         );
         assert_eq!(f.code, Some(0), "{}", f.stderr);
     } else {
-        eprintln!("SKIPPED: PyTorch round trip of the run's checkpoint (no reference Python)");
+        common::skip_or_fail("PyTorch round trip of the run's checkpoint (no reference Python)");
     }
 }
 

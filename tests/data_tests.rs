@@ -324,7 +324,7 @@ fn unreachable_server_and_no_download_explain_what_to_do() {
 #[test]
 fn real_cifar10_has_the_documented_counts() {
     let Some(dir) = std::env::var_os("CIFAR10_DIR") else {
-        eprintln!("SKIPPED: CIFAR10_DIR is not set; the real-data checks did not run");
+        common::skip_or_fail("CIFAR10_DIR is not set; the real-data checks did not run");
         return;
     };
     let data = cifar::load_dir(Path::new(&dir)).unwrap();

@@ -12,8 +12,8 @@ use common::{
     assert_clean_failure, cpu_train_args, example_bin, metrics, run_bin, synthetic_data_dir, tensors, with_flags,
 };
 use proptest::prelude::*;
-use tch_alexnet::formats::safetensors as checkpoint;
 use tch_alexnet::data::cifar::{self, RECORD_BYTES};
+use tch_alexnet::formats::safetensors as checkpoint;
 
 /// A data folder whose files link to the synthetic set, so one can be broken cheaply.
 fn linked_data_dir(root: &Path) -> PathBuf {
@@ -196,10 +196,10 @@ fn wait_for_line(rx: &std::sync::mpsc::Receiver<String>, needle: &str, lines: &m
     panic!("no line with {needle:?} within 300 s; got {lines:?}");
 }
 
-/// SIGINT ends the run within a step with a consistent checkpoint; resuming it gives exactly
-/// the weights of an uninterrupted run, even from the middle of an epoch.
-#[test]
-fn sigint_stops_cleanly_and_resume_matches_the_uninterrupted_run() {
+/// A stop signal ends the run within a step with a consistent checkpoint and exit code
+/// 128 + its number; resuming it gives exactly the weights of an uninterrupted run, even from
+/// the middle of an epoch.
+fn signal_stops_cleanly_and_resume_matches_the_uninterrupted_run(signal: &str, code: i32) {
     let root = tempfile::tempdir().unwrap();
     let data = synthetic_data_dir();
     let (full, cut) = (root.path().join("full"), root.path().join("cut"));
@@ -213,11 +213,11 @@ fn sigint_stops_cleanly_and_resume_matches_the_uninterrupted_run() {
     // Not a terminal: the trainer prints a plain progress line at each quarter of the epoch.
     wait_for_line(&rx, "epoch 1/1 step 2/8", &mut lines);
     let sent = Instant::now();
-    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().unwrap();
     let status = child.wait().unwrap();
     let stopped_after = sent.elapsed();
     lines.extend(rx.try_iter());
-    assert_eq!(status.code(), Some(130), "{lines:?}");
+    assert_eq!(status.code(), Some(code), "{lines:?}");
     let last =
         lines.iter().find(|l| l.starts_with("Interrupted at epoch 1, step")).unwrap_or_else(|| panic!("{lines:?}"));
     let step: usize = last["Interrupted at epoch 1, step ".len()..].split(';').next().unwrap().parse().unwrap();
@@ -229,15 +229,23 @@ fn sigint_stops_cleanly_and_resume_matches_the_uninterrupted_run() {
 
     let f = run_bin(&example_bin("train"), &["--resume", c]);
     assert_eq!(f.code, Some(0), "{}", f.stderr);
-    let (a, b) = (tensors(&full.join("last.safetensors")), tensors(&cut.join("last.safetensors")));
-    for (name, t) in &a {
-        assert!(t.equal(&b[name]), "{name} differs after an interrupted and resumed run");
-    }
+    common::assert_same_weights(&full, &cut);
     let (ma, mb) = (&metrics(&full)[0], &metrics(&cut)[0]);
     for key in ["train_loss", "train_acc", "val_loss", "val_acc"] {
         let (x, y) = (ma[key].as_f64().unwrap(), mb[key].as_f64().unwrap());
         assert!((x - y).abs() < 1e-9, "{key}: {x} vs {y}");
     }
+}
+
+#[test]
+fn sigint_stops_cleanly_and_resume_matches_the_uninterrupted_run() {
+    signal_stops_cleanly_and_resume_matches_the_uninterrupted_run("INT", 130);
+}
+
+/// What Slurm, Kubernetes and systemd send before they kill: handled as Ctrl-C is.
+#[test]
+fn sigterm_stops_cleanly_and_resume_matches_the_uninterrupted_run() {
+    signal_stops_cleanly_and_resume_matches_the_uninterrupted_run("TERM", 143);
 }
 
 /// SIGKILL at arbitrary moments of a run that saves after every step: the checkpoint on disk is
@@ -263,16 +271,26 @@ fn sigkill_while_saving_never_leaves_a_broken_checkpoint() {
         .expect("the checkpoint left by SIGKILL must be complete");
     let killed_at: usize = loaded.metadata["step"].parse().unwrap();
 
-    for delay_ms in [300u64, 900] {
+    // Kill the resumed runs while a checkpoint is being written (a temporary file exists),
+    // and check that a kill did land there: its temporary file is still on disk.
+    let mut landed_during_a_write = 0;
+    for _ in 0..3 {
         let (mut child, rx) = spawn_train(&["--resume", o]);
         let mut lines = Vec::new();
         wait_for_line(&rx, "Resuming", &mut lines);
-        std::thread::sleep(Duration::from_millis(delay_ms + 1500));
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while common::temporary_files(&out).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         child.kill().unwrap();
         child.wait().unwrap();
+        if !common::temporary_files(&out).is_empty() {
+            landed_during_a_write += 1;
+        }
         checkpoint::load_tensors(&out.join("last.safetensors")).expect("complete checkpoint after SIGKILL");
         checkpoint::load_tensors(&out.join("last.optim.safetensors")).expect("complete optimizer state after SIGKILL");
     }
+    assert!(landed_during_a_write > 0, "no SIGKILL landed while a checkpoint was being written");
     let f = run_bin(&example_bin("train"), &["--resume", o]);
     assert_eq!(f.code, Some(0), "resume after SIGKILL (first kill at step {killed_at}): {}", f.stderr);
     assert_eq!(metrics(&out).len(), 1);

@@ -29,15 +29,26 @@ pub fn run_reference(python: &Path, args: &[&str]) {
     assert!(out.status.success(), "reference.py {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// Skips a parity test, visibly, when no reference Python exists.
+/// Says, visibly, that a check did not run for lack of `what`; with `TCH_ALEXNET_REQUIRE_ALL=1`
+/// (set by `.ci/run`) the skip is a failure instead, so that CI never goes green without the
+/// parity and real-data tests.
+pub fn skip_or_fail(what: &str) {
+    if std::env::var("TCH_ALEXNET_REQUIRE_ALL").is_ok_and(|v| v == "1") {
+        panic!("TCH_ALEXNET_REQUIRE_ALL=1 but this check cannot run: {what}");
+    }
+    eprintln!("SKIPPED: {what}");
+}
+
+/// Skips a parity test, visibly, when no reference Python exists (fails under
+/// `TCH_ALEXNET_REQUIRE_ALL=1`).
 #[macro_export]
 macro_rules! require_reference_python {
     () => {
         match common::reference_python() {
             Some(p) => p,
             None => {
-                eprintln!(
-                    "SKIPPED: no reference Python (.venv from scripts/setup, or TCH_ALEXNET_PYTHON); parity not checked"
+                common::skip_or_fail(
+                    "no reference Python (.venv from scripts/setup, or TCH_ALEXNET_PYTHON); parity not checked",
                 );
                 return;
             }
@@ -119,6 +130,15 @@ pub fn assert_clean_failure(f: &Finished, expect_in_message: &str) {
 /// Every tensor of a safetensors file.
 pub fn tensors(path: &Path) -> std::collections::BTreeMap<String, tch::Tensor> {
     tch_alexnet::formats::safetensors::load_tensors(path).unwrap().tensors
+}
+
+/// Asserts that two run folders hold bit-identical `last.safetensors` weights.
+pub fn assert_same_weights(a: &Path, b: &Path) {
+    let (ta, tb) = (tensors(&a.join("last.safetensors")), tensors(&b.join("last.safetensors")));
+    assert_eq!(ta.len(), tb.len());
+    for (name, t) in &ta {
+        assert!(t.equal(&tb[name]), "{name} differs between {} and {}", a.display(), b.display());
+    }
 }
 
 /// The lines of a metrics.jsonl file.
