@@ -12,26 +12,26 @@ use proptest::prelude::*;
 use tch::{Device, Kind, Tensor};
 use tch_alexnet::data::cifar::{self, DataError, FILE_BYTES, IMAGE_BYTES, RECORDS_PER_FILE};
 use tch_alexnet::data::download::{self, DownloadError, Source};
-use tch_alexnet::data::split::{self, epoch_plan, steps_per_epoch, train_valid_split};
+use tch_alexnet::data::split::{self, epoch_plan, steps_per_epoch, train_valid_split, SplitRng};
 use tch_alexnet::data::transforms::Preprocess;
 
 // ---------------------------------------------------------------- split
 
 #[test]
 fn recipe_split_sizes_and_steps() {
-    let s = train_valid_split(50_000, 0.1, 1).unwrap();
+    let s = train_valid_split(50_000, 0.1, 1, SplitRng::Numpy).unwrap();
     assert_eq!((s.train.len(), s.valid.len()), (45_000, 5_000));
     assert_eq!(steps_per_epoch(s.train.len(), 64), 704);
     assert_eq!(steps_per_epoch(s.valid.len(), 64), 79);
     // floor, as the recipe's np.floor: 0.15 × 50,001 = 7,500.15 → 7,500.
-    assert_eq!(train_valid_split(50_001, 0.15, 1).unwrap().valid.len(), 7_500);
-    assert_eq!(train_valid_split(100, 0.0, 1).unwrap().valid.len(), 0);
+    assert_eq!(train_valid_split(50_001, 0.15, 1, SplitRng::Numpy).unwrap().valid.len(), 7_500);
+    assert_eq!(train_valid_split(100, 0.0, 1, SplitRng::Numpy).unwrap().valid.len(), 0);
 }
 
 #[test]
 fn valid_size_outside_unit_interval_is_an_error() {
     for v in [1.0, 1.5, -0.1, f64::NAN, f64::INFINITY] {
-        let err = train_valid_split(100, v, 1).unwrap_err();
+        let err = train_valid_split(100, v, 1, SplitRng::Numpy).unwrap_err();
         assert!(err.to_string().contains("[0, 1)"), "{err}");
     }
 }
@@ -40,13 +40,16 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
-    fn split_is_disjoint_covering_and_deterministic(n in 1usize..3000, valid in 0.0f64..0.99, seed in any::<u64>()) {
-        let s = train_valid_split(n, valid, seed).unwrap();
+    fn split_is_disjoint_covering_and_deterministic(
+        n in 1usize..3000, valid in 0.0f64..0.99, seed in any::<u32>(), numpy in any::<bool>()
+    ) {
+        let (seed, rng) = (seed as u64, if numpy { SplitRng::Numpy } else { SplitRng::Chacha });
+        let s = train_valid_split(n, valid, seed, rng).unwrap();
         prop_assert_eq!(s.valid.len(), (valid * n as f64).floor() as usize);
         let mut all: Vec<i64> = s.train.iter().chain(&s.valid).copied().collect();
         all.sort_unstable();
         prop_assert_eq!(all, (0..n as i64).collect::<Vec<_>>());
-        prop_assert_eq!(&s, &train_valid_split(n, valid, seed).unwrap());
+        prop_assert_eq!(&s, &train_valid_split(n, valid, seed, rng).unwrap());
     }
 
     #[test]
@@ -62,8 +65,8 @@ proptest! {
 
 #[test]
 fn different_seeds_and_epochs_draw_differently() {
-    let a = train_valid_split(50_000, 0.1, 1).unwrap();
-    let b = train_valid_split(50_000, 0.1, 2).unwrap();
+    let a = train_valid_split(50_000, 0.1, 1, SplitRng::Numpy).unwrap();
+    let b = train_valid_split(50_000, 0.1, 2, SplitRng::Numpy).unwrap();
     assert_ne!(a.valid, b.valid);
     let orders: HashSet<Vec<usize>> = (0..5).map(|e| epoch_plan(45_000, 1, e).order).collect();
     assert_eq!(orders.len(), 5, "every epoch must have its own order");
@@ -174,7 +177,9 @@ fn preprocess_gives_normalised_227_batches() {
     let images = Tensor::full([2, 3, 32, 32], 128, (Kind::Uint8, Device::Cpu));
     let out = pre.apply(&images, None);
     assert_eq!(out.size(), vec![2, 3, 227, 227]);
-    for (c, (m, s)) in tch_alexnet::data::transforms::CIFAR_MEAN.iter().zip(tch_alexnet::data::transforms::CIFAR_STD).enumerate() {
+    for (c, (m, s)) in
+        tch_alexnet::data::transforms::CIFAR_MEAN.iter().zip(tch_alexnet::data::transforms::CIFAR_STD).enumerate()
+    {
         let want = (128.0 / 255.0 - m) / s;
         let got = out.get(1).get(c as i64).mean(Kind::Double).double_value(&[]);
         assert!((got - want).abs() < 1e-5, "channel {c}: {got} vs {want}");
@@ -204,7 +209,8 @@ fn transforms_match_torchvision_on_pil_within_two_levels() {
         &python,
         &["transform-fixtures", file.to_str().unwrap(), dir.path().to_str().unwrap(), "--count", "16"],
     );
-    let torch = tch_alexnet::formats::safetensors::load_tensors(&dir.path().join("transforms.safetensors")).unwrap().tensors;
+    let torch =
+        tch_alexnet::formats::safetensors::load_tensors(&dir.path().join("transforms.safetensors")).unwrap().tensors;
     let (images, _) = cifar::parse_records(&file, &std::fs::read(&file).unwrap()).unwrap();
     let pre = Preprocess::new(Device::Cpu);
     let resized = pre.resize_unnormalised(&images);
@@ -334,7 +340,7 @@ fn real_cifar10_has_the_documented_counts() {
     let test_counts = data.test_labels.bincount::<Tensor>(None, 10);
     assert!(train_counts.equal(&Tensor::full([10], 5_000, (Kind::Int64, Device::Cpu))), "{train_counts}");
     assert!(test_counts.equal(&Tensor::full([10], 1_000, (Kind::Int64, Device::Cpu))), "{test_counts}");
-    let s = split::train_valid_split(50_000, 0.1, 1).unwrap();
+    let s = split::train_valid_split(50_000, 0.1, 1, SplitRng::Numpy).unwrap();
     assert_eq!((s.train.len(), s.valid.len()), (45_000, 5_000));
 }
 

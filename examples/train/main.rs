@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use tch_alexnet::cli::DataArgs;
+use tch_alexnet::data::split::SplitRng;
 use tch_alexnet::train::{self as training, Outcome, RunDir, TrainConfig};
 
 tch_alexnet::use_jemalloc!();
@@ -44,6 +45,10 @@ struct Args {
     /// Seed of the split, the epoch orders and flips, dropout and the initial weights.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Generator of the train/validation split: numpy (np.random.seed + np.random.shuffle, the
+    /// tutorial's exact images) or chacha (ChaCha8). split.json in the run folder lists it.
+    #[arg(long, value_enum, default_value = "numpy")]
+    split_rng: SplitRng,
     /// Turn off the random horizontal flip of training images.
     #[arg(long)]
     no_augment: bool,
@@ -95,6 +100,7 @@ impl Args {
             weight_decay: self.weight_decay,
             valid_size: self.valid_size,
             seed: self.seed,
+            split_rng: self.split_rng,
             augment: !self.no_augment,
             num_classes: tch_alexnet::model::CIFAR10_CLASSES,
             data_dir: self.data.data_dir.clone(),

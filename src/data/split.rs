@@ -1,19 +1,79 @@
 //! The recipe's train/validation split and the per-epoch sampling order.
 //!
-//! The recipe shuffles the indices of the 50,000 training images with a seeded RNG, puts the
-//! first `floor(valid_size × 50,000)` in validation and the rest in training, and then draws
-//! each split through a `SubsetRandomSampler` (a fresh permutation every epoch). The same
-//! structure here, with ChaCha8 as the seeded RNG (NumPy's Mersenne Twister stream is not
-//! reproduced, so the 5,000 chosen images differ from the Python run's, not their number).
+//! The recipe shuffles the indices of the 50,000 training images with
+//! `np.random.seed(seed); np.random.shuffle(indices)`, puts the first
+//! `floor(valid_size × 50,000)` in validation and the rest in training, and then draws each
+//! split through a `SubsetRandomSampler` (a fresh permutation every epoch).
+//!
+//! The split here is NumPy's, draw for draw ([`SplitRng::Numpy`], the default): MT19937
+//! seeded as `RandomState.seed` does, NumPy's legacy Fisher–Yates and its bounded draw (mask,
+//! then reject), so the validation images are the tutorial's. [`SplitRng::Chacha`] keeps the
+//! ChaCha8 split of runs made before. Each epoch's order and flips come from ChaCha8 streams
+//! (a pure function of seed and epoch, which makes resuming exact).
 
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
 
-/// `valid_size` outside `[0, 1)` (or not a number).
+/// The generator that shuffles the indices before the split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SplitRng {
+    /// NumPy's `np.random.seed(seed); np.random.shuffle(indices)`: the tutorial's split.
+    Numpy,
+    /// ChaCha8 seeded with the seed (the split of runs made before the NumPy one existed).
+    Chacha,
+}
+
+impl SplitRng {
+    pub fn name(self) -> &'static str {
+        match self {
+            SplitRng::Numpy => "numpy",
+            SplitRng::Chacha => "chacha",
+        }
+    }
+}
+
+/// `np.random.seed(seed); np.random.shuffle(x)` on a one-dimensional `x`: NumPy's legacy
+/// `RandomState` (MT19937 seeded by `init_genrand`), Fisher–Yates from the end, each `j` drawn
+/// in `[0, i]` by masking 32-bit outputs to the next power of two minus one and rejecting
+/// values above `i` (`random_interval` in NumPy's `distributions.c`).
+pub fn numpy_shuffle<T>(x: &mut [T], seed: u32) {
+    let mut mt = rand_mt::Mt::new(seed);
+    for i in (1..x.len()).rev() {
+        let max = i as u64;
+        let mask = u64::MAX >> max.leading_zeros();
+        let j = if max <= u32::MAX as u64 {
+            loop {
+                let value = mt.next_u32() as u64 & mask;
+                if value <= max {
+                    break value;
+                }
+            }
+        } else {
+            loop {
+                // NumPy's next_uint64 for MT19937: two 32-bit outputs, high word first.
+                let value = ((mt.next_u32() as u64) << 32 | mt.next_u32() as u64) & mask;
+                if value <= max {
+                    break value;
+                }
+            }
+        };
+        x.swap(i, j as usize);
+    }
+}
+
+/// What a split cannot be made from.
 #[derive(Debug, thiserror::Error)]
-#[error("valid size must be in [0, 1), got {0}")]
-pub struct InvalidValidSize(pub f64);
+pub enum SplitError {
+    #[error("valid size must be in [0, 1), got {0}")]
+    ValidSize(f64),
+    #[error(
+        "NumPy's seed must be in 0..=4294967295 (np.random.seed), got {0}; use a smaller --seed or --split-rng chacha"
+    )]
+    NumpySeed(u64),
+}
 
 /// Indices into the training files, for training and for validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,16 +83,33 @@ pub struct Split {
 }
 
 /// Splits `0..n` as the recipe does: `floor(valid_size × n)` indices, chosen by a seeded
-/// shuffle, for validation; the others for training.
-pub fn train_valid_split(n: usize, valid_size: f64, seed: u64) -> Result<Split, InvalidValidSize> {
+/// shuffle, for validation; the others for training. Both keep the shuffled order
+/// (`valid = indices[:split]`, `train = indices[split:]`).
+pub fn train_valid_split(n: usize, valid_size: f64, seed: u64, rng: SplitRng) -> Result<Split, SplitError> {
     if !(0.0..1.0).contains(&valid_size) {
-        return Err(InvalidValidSize(valid_size));
+        return Err(SplitError::ValidSize(valid_size));
     }
+    // NumPy computes the split point in float64 too: int(np.floor(valid_size * num_train)).
     let n_valid = (valid_size * n as f64).floor() as usize;
     let mut indices: Vec<i64> = (0..n as i64).collect();
-    indices.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    match rng {
+        SplitRng::Numpy => {
+            let seed = u32::try_from(seed).map_err(|_| SplitError::NumpySeed(seed))?;
+            numpy_shuffle(&mut indices, seed);
+        }
+        SplitRng::Chacha => indices.shuffle(&mut ChaCha8Rng::seed_from_u64(seed)),
+    }
     let train = indices.split_off(n_valid);
     Ok(Split { train, valid: indices })
+}
+
+/// `split.json` of a run folder: the whole split in the tutorial's order, before any `--limit-*`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SplitFile {
+    pub rng: SplitRng,
+    pub seed: u64,
+    pub valid: Vec<i64>,
+    pub train: Vec<i64>,
 }
 
 /// The RNG of one epoch: independent of every other epoch's, so that a run resumed at any

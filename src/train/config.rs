@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use tch::Device;
 
 use crate::data::cifar::FileFingerprint;
+use crate::data::split::SplitRng;
 use crate::data::transforms;
 use crate::model;
 use crate::train::sgd::SgdConfig;
@@ -22,6 +23,10 @@ pub struct TrainConfig {
     pub weight_decay: f64,
     pub valid_size: f64,
     pub seed: u64,
+    /// The generator of the train/validation split: NumPy's (the tutorial's images) or ChaCha8.
+    /// Runs saved before this setting existed used ChaCha8.
+    #[serde(default = "split_rng_of_older_runs")]
+    pub split_rng: SplitRng,
     pub augment: bool,
     pub num_classes: i64,
     pub data_dir: PathBuf,
@@ -42,6 +47,10 @@ pub struct TrainConfig {
     pub save_every: usize,
 }
 
+fn split_rng_of_older_runs() -> SplitRng {
+    SplitRng::Chacha
+}
+
 impl Default for TrainConfig {
     fn default() -> Self {
         let sgd = SgdConfig::default();
@@ -53,6 +62,7 @@ impl Default for TrainConfig {
             weight_decay: sgd.weight_decay,
             valid_size: 0.1,
             seed: 1,
+            split_rng: SplitRng::Numpy,
             augment: true,
             num_classes: model::CIFAR10_CLASSES,
             data_dir: PathBuf::from("data"),
@@ -86,6 +96,9 @@ impl TrainConfig {
         }
         if !(0.0..1.0).contains(&self.valid_size) {
             bail!("valid size must be in [0, 1), got {}", self.valid_size);
+        }
+        if self.split_rng == SplitRng::Numpy && u32::try_from(self.seed).is_err() {
+            bail!("the NumPy split takes seeds up to 4294967295 (np.random.seed), got {}", self.seed);
         }
         if self.threads == Some(0) {
             bail!("threads must be at least 1 (leave --threads out for libtorch's default)");

@@ -1,4 +1,5 @@
-//! The run folder and its small files: `config.json`, `metrics.jsonl`, `summary.json`, the
+//! The run folder and its small files: `config.json`, `metrics.jsonl`, `split.json`,
+//! `summary.json`, the
 //! lock that keeps a second trainer out, and the checks a folder must pass before `--resume`.
 //!
 //! Every file is written through a synced temporary file and a rename
@@ -26,6 +27,8 @@ pub const LAST_OPTIMIZER: &str = "last.optim.safetensors";
 pub const PREVIOUS_OPTIMIZER: &str = "previous.optim.safetensors";
 pub const BEST_CHECKPOINT: &str = "best.safetensors";
 pub const SUMMARY_FILE: &str = "summary.json";
+/// The whole train/validation split, in the tutorial's order (`valid = indices[:split]`).
+pub const SPLIT_FILE: &str = "split.json";
 pub const CURVES_FILE: &str = "curves.svg";
 pub const LOCK_FILE: &str = ".lock";
 
@@ -133,6 +136,12 @@ pub fn discard_new(run: &RunDir) {
 /// Writes `value` as pretty JSON, atomically.
 pub fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(value)? + "\n";
+    write_atomically(path, text.as_bytes()).map_err(|e| storage_error(path, e))
+}
+
+/// Writes `value` as one line of JSON, atomically (for large arrays such as the split).
+pub fn write_json_compact(path: &Path, value: &impl Serialize) -> Result<()> {
+    let text = serde_json::to_string(value)? + "\n";
     write_atomically(path, text.as_bytes()).map_err(|e| storage_error(path, e))
 }
 

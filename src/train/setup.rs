@@ -45,7 +45,8 @@ pub fn setup(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<Setup> {
         started.elapsed().as_secs_f64(),
         crate::device::device_name(device)
     ));
-    let split = split::train_valid_split(data.train_labels.size()[0] as usize, config.valid_size, config.seed)?;
+    let n = data.train_labels.size()[0] as usize;
+    let split = split::train_valid_split(n, config.valid_size, config.seed, config.split_rng)?;
     let preprocess = Preprocess::new(device).channels_last(channels_last);
     Ok(Setup { device, data, split, preprocess, channels_last })
 }
@@ -78,7 +79,8 @@ impl Subsets {
             }
         }
         log(&format!(
-            "Split (seed {}): {} train / {} validation images (using {} / {}), {test_len} test images (using {})",
+            "Split ({}, seed {}): {} train / {} validation images (using {} / {}), {test_len} test images (using {})",
+            config.split_rng.name(),
             config.seed,
             setup.split.train.len(),
             setup.split.valid.len(),

@@ -19,14 +19,14 @@ use tch::nn::{self, ModuleT};
 use tch::{Kind, Tensor};
 
 use crate::data::batches::{Batch, Batches};
-use crate::data::split;
+use crate::data::split::{self, SplitFile};
 use crate::formats::safetensors::{self as checkpoint, Metadata};
 use crate::model::AlexNet;
 use crate::train::config::{RunInfo, TrainConfig};
 use crate::train::evaluation::{self, EvalResult};
 use crate::train::metrics::{DeviceSums, EpochMetrics, EpochSums, Summary};
 use crate::train::resume::{self, LoopState};
-use crate::train::run_dir::{self, RunDir, BEST_CHECKPOINT, CONFIG_FILE, CURVES_FILE, SUMMARY_FILE};
+use crate::train::run_dir::{self, RunDir, BEST_CHECKPOINT, CONFIG_FILE, CURVES_FILE, SPLIT_FILE, SUMMARY_FILE};
 use crate::train::setup::{self, Setup, Subsets};
 use crate::train::sgd::Sgd;
 
@@ -80,6 +80,13 @@ pub fn train(config: &TrainConfig, run: &RunDir, stop: &AtomicBool, log: &mut dy
     };
     run_dir::write_json(&run.file(CONFIG_FILE), &RunInfo::new(config, setup.device, setup.data.fingerprint.clone()))?;
     run_dir::write_metrics(&run.path, &state.history)?;
+    let split_file = SplitFile {
+        rng: config.split_rng,
+        seed: config.seed,
+        valid: setup.split.valid.clone(),
+        train: setup.split.train.clone(),
+    };
+    run_dir::write_json_compact(&run.file(SPLIT_FILE), &split_file)?;
 
     let mut trainer = Trainer { config, dir: &run.path, setup: &setup, subsets: &subsets, vs, net, sgd, state };
     trainer.run(stop, log)
