@@ -5,8 +5,12 @@
 //! PyTorch's default rule, not tch's, so a run starts from the same distribution as the
 //! Python original and weights move both ways (see [`crate::formats::safetensors`]).
 
+pub mod layers;
+
 use tch::nn::{self, ModuleT};
 use tch::{Kind, Tensor};
+
+use layers::{BatchNorm2d, Dropout};
 
 /// Side of the square input images. The AlexNet paper says 224, which gives a fractional
 /// size after the first convolution ((224 - 11) / 4 + 1 = 54.25); 227 gives 55.
@@ -39,65 +43,11 @@ pub enum ModelError {
     NumClasses(i64),
 }
 
-/// PyTorch's default init for `Conv2d` and `Linear`: `kaiming_uniform_(a = sqrt(5))` for the
-/// weight, which reduces to U(-1/sqrt(fan_in), 1/sqrt(fan_in)), and the same bound for the
-/// bias. tch's defaults (Kaiming with ReLU gain, zero bias) would change training.
-fn torch_default_init(fan_in: i64) -> nn::Init {
-    let bound = 1.0 / (fan_in as f64).sqrt();
-    nn::Init::Uniform { lo: -bound, up: bound }
-}
-
-/// A BatchNorm2d as PyTorch builds it: weight ones, bias zeros, running stats 0/1, and the
-/// `num_batches_tracked` counter that PyTorch's `load_state_dict(strict=True)` expects.
-#[derive(Debug)]
-struct BatchNorm2d {
-    inner: nn::BatchNorm,
-    num_batches_tracked: Tensor,
-}
-
-impl BatchNorm2d {
-    fn new(p: nn::Path, channels: i64) -> Self {
-        let config =
-            nn::BatchNormConfig { ws_init: nn::Init::Const(1.0), bs_init: nn::Init::Const(0.0), ..Default::default() };
-        let inner = nn::batch_norm2d(&p, channels, config);
-        let counter = Tensor::zeros([], (Kind::Int64, p.device()));
-        let num_batches_tracked = p.add("num_batches_tracked", counter, false);
-        Self { inner, num_batches_tracked }
-    }
-}
-
-impl ModuleT for BatchNorm2d {
-    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        if train {
-            // PyTorch counts every training-mode forward; only used with momentum=None,
-            // but kept so that checkpoints carry the same value as PyTorch's.
-            tch::no_grad(|| {
-                let _ = self.num_batches_tracked.shallow_clone().g_add_scalar_(1);
-            });
-        }
-        self.inner.forward_t(xs, train)
-    }
-}
-
 fn conv_block(p: nn::Path, c_in: i64, c_out: i64, kernel: i64, stride: i64, padding: i64) -> nn::SequentialT {
-    let fan_in = c_in * kernel * kernel;
-    let config = nn::ConvConfig {
-        stride,
-        padding,
-        ws_init: torch_default_init(fan_in),
-        bs_init: torch_default_init(fan_in),
-        ..Default::default()
-    };
     nn::seq_t()
-        .add(nn::conv2d(&p / "0", c_in, c_out, kernel, config))
+        .add(layers::conv2d(&p / "0", c_in, c_out, kernel, stride, padding))
         .add(BatchNorm2d::new(&p / "1", c_out))
         .add_fn(|xs| xs.relu())
-}
-
-fn linear(p: nn::Path, c_in: i64, c_out: i64) -> nn::Linear {
-    let config =
-        nn::LinearConfig { ws_init: torch_default_init(c_in), bs_init: Some(torch_default_init(c_in)), bias: true };
-    nn::linear(p, c_in, c_out, config)
 }
 
 /// The recipe's AlexNet. Build it with [`alexnet`]; run it with `forward_t(xs, train)`, where
@@ -109,7 +59,7 @@ pub struct AlexNet {
     fc2: nn::Linear,
     fc3: nn::Linear,
     num_classes: i64,
-    dropout: f64,
+    dropout: Dropout,
 }
 
 /// Builds the recipe's AlexNet under `p`, with PyTorch's parameter names and init.
@@ -125,11 +75,11 @@ pub fn alexnet(p: &nn::Path, num_classes: i64) -> Result<AlexNet, ModelError> {
     // and at index 0 in fc3, exactly as in the PyTorch `nn.Sequential`s.
     Ok(AlexNet {
         conv_blocks,
-        fc1: linear(p / "fc1" / "1", FLAT_FEATURES, 4096),
-        fc2: linear(p / "fc2" / "1", 4096, 4096),
-        fc3: linear(p / "fc3" / "0", 4096, num_classes),
+        fc1: layers::linear(p / "fc1" / "1", FLAT_FEATURES, 4096),
+        fc2: layers::linear(p / "fc2" / "1", 4096, 4096),
+        fc3: layers::linear(p / "fc3" / "0", 4096, num_classes),
         num_classes,
-        dropout: 0.5,
+        dropout: Dropout { p: 0.5 },
     })
 }
 
@@ -141,7 +91,7 @@ impl AlexNet {
     /// Replaces the recipe's dropout probability (0.5) in fc1 and fc2; 0 turns dropout off,
     /// which the parity tests use to compare training steps with PyTorch.
     pub fn with_dropout(mut self, p: f64) -> Self {
-        self.dropout = p;
+        self.dropout = Dropout { p };
         self
     }
 
@@ -194,17 +144,17 @@ impl AlexNet {
     }
 
     fn fc1_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        xs.dropout(self.dropout, train).apply(&self.fc1).relu()
+        xs.apply_t(&self.dropout, train).apply(&self.fc1).relu()
     }
 
     fn fc2_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        xs.dropout(self.dropout, train).apply(&self.fc2).relu()
+        xs.apply_t(&self.dropout, train).apply(&self.fc2).relu()
     }
 }
 
 /// The one MaxPool2d(kernel 3, stride 2) shared by blocks 1, 2 and 5.
 fn max_pool(xs: &Tensor) -> Tensor {
-    xs.max_pool2d([3, 3], [2, 2], [0, 0], [1, 1], false)
+    layers::max_pool2d(xs, 3, 2)
 }
 
 impl ModuleT for AlexNet {
