@@ -1,14 +1,15 @@
 //! Test accuracy, per-class accuracy and confusion matrix of a checkpoint:
 //! `cargo run --release --example evaluate -- --checkpoint runs/<run>/best.safetensors`.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use tch_alexnet::cli::DataArgs;
 use tch_alexnet::data::batches::Batches;
 use tch_alexnet::data::cifar::CLASS_NAMES;
-use tch_alexnet::cli::DataArgs;
 use tch_alexnet::train::{self as training, TrainConfig};
 use tch_alexnet::{inference, train::evaluation};
 
@@ -33,7 +34,8 @@ struct Args {
     /// bf16 mixed precision (autocast) on CUDA; ignored on the CPU.
     #[arg(long)]
     amp: bool,
-    /// Also write the results as JSON to this file ("-" for standard output).
+    /// Also write the results as JSON to this file; "-" writes the JSON alone to standard output
+    /// and the table to standard error (so `--json - | jq .accuracy` works).
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
 }
@@ -58,18 +60,29 @@ fn run() -> Result<()> {
     let indices: Vec<i64> = (0..n_test.min(args.limit_test.unwrap_or(usize::MAX) as i64)).collect();
     let batches =
         Batches::new(&setup.data.test_images, &setup.data.test_labels, &indices, args.batch_size, &setup.preprocess);
+    eprintln!("Evaluating {} test images", indices.len());
     let result = evaluation::evaluate(&net, batches, args.amp);
 
-    println!("checkpoint: {}", args.checkpoint.display());
-    println!("test images: {}, accuracy: {:.2}%, loss: {:.4}", result.images, 100.0 * result.accuracy, result.loss);
+    // With `--json -` the JSON alone goes to standard output (for `| jq`), the table to stderr.
+    let json_to_stdout = args.json.as_ref().is_some_and(|p| p.as_os_str() == "-");
+    let mut out: Box<dyn Write> =
+        if json_to_stdout { Box::new(std::io::stderr()) } else { Box::new(std::io::stdout()) };
+    writeln!(out, "checkpoint: {}", args.checkpoint.display())?;
+    writeln!(
+        out,
+        "test images: {}, accuracy: {:.2}%, loss: {:.4}",
+        result.images,
+        100.0 * result.accuracy,
+        result.loss
+    )?;
     let name = |c: usize| CLASS_NAMES.get(c).copied().unwrap_or("?");
-    println!("\n{:<12} {:>8}   confusion (rows: true class, columns: predicted)", "class", "accuracy");
+    writeln!(out, "\n{:<12} {:>8}   confusion (rows: true class, columns: predicted)", "class", "accuracy")?;
     let header: String =
         (0..result.confusion.len()).map(|c| format!("{:>6}", &name(c)[..name(c).len().min(5)])).collect();
-    println!("{:<12} {:>8}   {header}", "", "");
+    writeln!(out, "{:<12} {:>8}   {header}", "", "")?;
     for (c, (row, acc)) in result.confusion.iter().zip(result.per_class_accuracy()).enumerate() {
         let cells: String = row.iter().map(|v| format!("{v:>6}")).collect();
-        println!("{:<12} {:>7.2}%   {cells}", name(c), 100.0 * acc);
+        writeln!(out, "{:<12} {:>7.2}%   {cells}", name(c), 100.0 * acc)?;
     }
     if let Some(path) = &args.json {
         let json = serde_json::json!({

@@ -25,8 +25,17 @@ impl EvalResult {
 }
 
 /// Runs `model` in eval mode (running BatchNorm statistics, no dropout) over `batches`.
-/// `amp` turns on autocast (CUDA only; a no-op on the CPU).
+/// `amp` turns on autocast (CUDA only; a no-op on the CPU). On a terminal a bar shows the
+/// batches done and the time left (a pass over 10,000 images takes minutes on a CPU).
 pub fn evaluate(model: &AlexNet, batches: Batches<'_>, amp: bool) -> EvalResult {
+    let bar = crate::progress::steps_bar(batches.steps() as u64, "evaluating".to_string());
+    let result = evaluate_quietly(model, batches, amp, || bar.inc(1));
+    bar.finish_and_clear();
+    result
+}
+
+/// [`evaluate`] with `on_batch` called after each batch instead of a bar.
+pub fn evaluate_quietly(model: &AlexNet, batches: Batches<'_>, amp: bool, mut on_batch: impl FnMut()) -> EvalResult {
     let classes = model.num_classes();
     let device = batches.device();
     let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
@@ -40,6 +49,7 @@ pub fn evaluate(model: &AlexNet, batches: Batches<'_>, amp: bool) -> EvalResult 
             loss_sum += logits.cross_entropy_for_logits(&batch.labels).to_kind(Kind::Double) * n as f64;
             let predicted = logits.argmax(-1, false);
             confusion += (&batch.labels * classes + predicted).bincount::<Tensor>(None, classes * classes);
+            on_batch();
         }
     });
     let confusion: Vec<i64> = Vec::try_from(confusion.to_device(tch::Device::Cpu)).expect("int64 counts");
