@@ -1,0 +1,401 @@
+//! The zip container of torch.save: stored (uncompressed) entries, found through the central
+//! directory (zip64 included), each checked against its CRC-32; and the writer, which aligns
+//! every entry's data to 64 bytes as PyTorch does (its mmap loading needs that).
+//!
+//! Only what PyTorch writes is supported: no compression, no encryption, one disk.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+
+use super::Fault;
+
+const LOCAL_HEADER: u32 = 0x0403_4b50;
+const CENTRAL_HEADER: u32 = 0x0201_4b50;
+const END_OF_CENTRAL_DIRECTORY: u32 = 0x0605_4b50;
+const ZIP64_END_OF_CENTRAL_DIRECTORY: u32 = 0x0606_4b50;
+const ZIP64_LOCATOR: u32 = 0x0706_4b50;
+const ZIP64_EXTRA: u16 = 0x0001;
+/// The extra field PyTorch pads local headers with (its payload is `Z`s).
+const PADDING_EXTRA: u16 = 0x4246; // "FB"
+const ALIGNMENT: u64 = 64;
+const LOCAL_HEADER_LEN: u64 = 30;
+const EOCD_LEN: usize = 22;
+const ZIP64_EOCD_LEN: usize = 56;
+const ZIP64_LOCATOR_LEN: usize = 20;
+/// Version 4.5: zip64.
+const VERSION: u16 = 45;
+/// General purpose flag bit 11: names are UTF-8.
+const UTF8_NAMES: u16 = 0x0800;
+/// 1980-01-01 in MS-DOS date format (PyTorch writes no meaningful time either).
+const DOS_DATE: u16 = (1 << 5) | 1;
+
+/// Little-endian fields read from a byte slice; running out is an error, never a panic.
+pub(super) struct Bytes<'a> {
+    data: &'a [u8],
+    pub pos: usize,
+}
+
+impl<'a> Bytes<'a> {
+    pub fn new(data: &'a [u8]) -> Self {
+        Self { data, pos: 0 }
+    }
+
+    pub fn remaining(&self) -> usize {
+        self.data.len().saturating_sub(self.pos)
+    }
+
+    pub fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.pos.checked_add(n)?;
+        let bytes = self.data.get(self.pos..end)?;
+        self.pos = end;
+        Some(bytes)
+    }
+
+    pub fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.take(N)?.try_into().ok()
+    }
+
+    pub fn u8(&mut self) -> Option<u8> {
+        Some(self.array::<1>()?[0])
+    }
+
+    pub fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_le_bytes(self.array()?))
+    }
+
+    pub fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.array()?))
+    }
+
+    pub fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.array()?))
+    }
+
+    /// The bytes up to the next newline, which is skipped.
+    pub fn line(&mut self) -> Option<&'a [u8]> {
+        let rest = self.data.get(self.pos..)?;
+        let len = rest.iter().position(|&b| b == b'\n')?;
+        let line = self.take(len)?;
+        self.pos += 1;
+        Some(line)
+    }
+}
+
+fn damaged(reason: impl Into<String>) -> Fault {
+    Fault::Archive(reason.into())
+}
+
+/// Where an entry is and what it should hold.
+struct Entry {
+    local_header: u64,
+    size: u64,
+    crc: u32,
+    /// Neither compressed nor encrypted.
+    stored: bool,
+}
+
+/// A zip archive opened for reading its entries by name.
+pub(super) struct ZipReader {
+    file: File,
+    len: u64,
+    names: Vec<String>,
+    entries: HashMap<String, Entry>,
+}
+
+/// Reads `len` bytes at `offset`, after checking that they are inside the file.
+fn read_at(file: &mut File, file_len: u64, offset: u64, len: u64) -> Result<Vec<u8>, Fault> {
+    match offset.checked_add(len) {
+        Some(end) if end <= file_len => {}
+        _ => return Err(damaged(format!("a record at byte {offset} of {len} bytes runs past the end of the file"))),
+    }
+    let len = usize::try_from(len).map_err(|_| damaged("a record is too large for this machine"))?;
+    let mut buf = vec![0u8; len];
+    file.seek(SeekFrom::Start(offset))?;
+    file.read_exact(&mut buf)?;
+    Ok(buf)
+}
+
+/// The entry count, size and offset of the central directory.
+struct Directory {
+    entries: u64,
+    size: u64,
+    offset: u64,
+}
+
+impl ZipReader {
+    pub fn open(mut file: File) -> Result<Self, Fault> {
+        let len = file.metadata()?.len();
+        let directory = find_directory(&mut file, len)?;
+        let central = read_at(&mut file, len, directory.offset, directory.size)?;
+        let mut bytes = Bytes::new(&central);
+        let mut names = Vec::new();
+        let mut entries = HashMap::new();
+        for _ in 0..directory.entries {
+            let (name, entry) = read_central_header(&mut bytes)?;
+            if entries.insert(name.clone(), entry).is_some() {
+                return Err(damaged(format!("the entry `{name}` appears twice")));
+            }
+            names.push(name);
+        }
+        Ok(Self { file, len, names, entries })
+    }
+
+    /// The entry names, in the central directory's order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.names.iter().map(String::as_str)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+
+    /// The total size of the entries whose names start with `prefix`.
+    pub fn size_under(&self, prefix: &str) -> u64 {
+        self.entries.iter().filter(|(n, _)| n.starts_with(prefix)).fold(0u64, |sum, (_, e)| sum.saturating_add(e.size))
+    }
+
+    /// The bytes of the entry `name`, checked against its CRC; `None` if there is none.
+    pub fn read(&mut self, name: &str) -> Result<Option<Vec<u8>>, Fault> {
+        let Some(entry) = self.entries.get(name) else { return Ok(None) };
+        if !entry.stored {
+            return Err(damaged(format!(
+                "the entry `{name}` is compressed or encrypted; torch.save stores its entries as they are, \
+                 and only such entries are supported"
+            )));
+        }
+        let header = read_at(&mut self.file, self.len, entry.local_header, LOCAL_HEADER_LEN)?;
+        let mut fields = Bytes::new(&header);
+        let bad_header = || damaged(format!("the local header of `{name}` is damaged"));
+        if fields.u32() != Some(LOCAL_HEADER) {
+            return Err(bad_header());
+        }
+        fields.take(22).ok_or_else(bad_header)?;
+        let name_len = fields.u16().ok_or_else(bad_header)?;
+        let extra_len = fields.u16().ok_or_else(bad_header)?;
+        let data = entry.local_header + LOCAL_HEADER_LEN + u64::from(name_len) + u64::from(extra_len);
+        let (size, crc) = (entry.size, entry.crc);
+        let bytes = read_at(&mut self.file, self.len, data, size)?;
+        if crc32fast::hash(&bytes) != crc {
+            return Err(damaged(format!("the entry `{name}` is damaged (its CRC-32 does not match)")));
+        }
+        Ok(Some(bytes))
+    }
+}
+
+/// Finds the end of central directory record (and its zip64 version, when there is one).
+fn find_directory(file: &mut File, len: u64) -> Result<Directory, Fault> {
+    let tail_len = len.min((EOCD_LEN + usize::from(u16::MAX)) as u64);
+    let tail_start = len - tail_len;
+    let tail = read_at(file, len, tail_start, tail_len)?;
+    let signature = END_OF_CENTRAL_DIRECTORY.to_le_bytes();
+    let found = (0..tail.len().saturating_sub(EOCD_LEN - 1)).rev().find(|&i| tail.get(i..i + 4) == Some(&signature));
+    let Some(at) = found else {
+        return Err(damaged("no end of central directory record (the file is truncated, or not a zip archive)"));
+    };
+    let mut eocd = Bytes::new(tail.get(at..).unwrap_or_default());
+    let bad = || damaged("the end of central directory record is damaged");
+    eocd.take(10).ok_or_else(bad)?;
+    let entries = eocd.u16().ok_or_else(bad)?;
+    let size = eocd.u32().ok_or_else(bad)?;
+    let offset = eocd.u32().ok_or_else(bad)?;
+    let mut directory = Directory { entries: entries.into(), size: size.into(), offset: offset.into() };
+    let eocd_offset = tail_start + at as u64;
+    if let Some(locator_offset) = eocd_offset.checked_sub(ZIP64_LOCATOR_LEN as u64) {
+        let locator = read_at(file, len, locator_offset, ZIP64_LOCATOR_LEN as u64)?;
+        let mut locator = Bytes::new(&locator);
+        if locator.u32() == Some(ZIP64_LOCATOR) {
+            locator.take(4).ok_or_else(bad)?;
+            let zip64_offset = locator.u64().ok_or_else(bad)?;
+            let record = read_at(file, len, zip64_offset, ZIP64_EOCD_LEN as u64)?;
+            let mut record = Bytes::new(&record);
+            let bad64 = || damaged("the zip64 end of central directory record is damaged");
+            if record.u32() != Some(ZIP64_END_OF_CENTRAL_DIRECTORY) {
+                return Err(bad64());
+            }
+            record.take(28).ok_or_else(bad64)?;
+            directory.entries = record.u64().ok_or_else(bad64)?;
+            directory.size = record.u64().ok_or_else(bad64)?;
+            directory.offset = record.u64().ok_or_else(bad64)?;
+        }
+    }
+    Ok(directory)
+}
+
+/// One central directory header: the entry's name and where its data is.
+fn read_central_header(bytes: &mut Bytes) -> Result<(String, Entry), Fault> {
+    let bad = || damaged("the central directory is damaged");
+    if bytes.u32() != Some(CENTRAL_HEADER) {
+        return Err(bad());
+    }
+    bytes.take(4).ok_or_else(bad)?; // versions
+    let flags = bytes.u16().ok_or_else(bad)?;
+    let method = bytes.u16().ok_or_else(bad)?;
+    bytes.take(4).ok_or_else(bad)?; // time and date
+    let crc = bytes.u32().ok_or_else(bad)?;
+    let mut compressed = u64::from(bytes.u32().ok_or_else(bad)?);
+    let mut size = u64::from(bytes.u32().ok_or_else(bad)?);
+    let name_len = bytes.u16().ok_or_else(bad)?;
+    let extra_len = bytes.u16().ok_or_else(bad)?;
+    let comment_len = bytes.u16().ok_or_else(bad)?;
+    bytes.take(8).ok_or_else(bad)?; // disk, attributes
+    let mut local_header = u64::from(bytes.u32().ok_or_else(bad)?);
+    let name = bytes.take(name_len.into()).ok_or_else(bad)?;
+    let name = String::from_utf8(name.to_vec()).map_err(|_| damaged("an entry name is not UTF-8"))?;
+    let mut extra = Bytes::new(bytes.take(extra_len.into()).ok_or_else(bad)?);
+    bytes.take(comment_len.into()).ok_or_else(bad)?;
+    // The zip64 extra field holds, in this order, those of the three fields that are 0xFFFFFFFF.
+    while extra.remaining() >= 4 {
+        let id = extra.u16().ok_or_else(bad)?;
+        let field_len = extra.u16().ok_or_else(bad)?;
+        let mut field = Bytes::new(extra.take(field_len.into()).ok_or_else(bad)?);
+        if id == ZIP64_EXTRA {
+            for value in [&mut size, &mut compressed, &mut local_header] {
+                if *value == u64::from(u32::MAX) {
+                    *value = field.u64().ok_or_else(bad)?;
+                }
+            }
+        }
+    }
+    // Checked when the entry is read: other entries (TorchScript's code) may be compressed.
+    let stored = flags & 1 == 0 && method == 0 && compressed == size;
+    Ok((name, Entry { local_header, size, crc, stored }))
+}
+
+/// Writes a zip archive entry by entry, each entry's data aligned to 64 bytes.
+pub(super) struct ZipWriter<W: Write> {
+    out: W,
+    offset: u64,
+    written: Vec<(String, Entry)>,
+}
+
+fn too_long(what: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{what} is too long for a zip archive"))
+}
+
+impl<W: Write> ZipWriter<W> {
+    pub fn new(out: W) -> Self {
+        Self { out, offset: 0, written: Vec::new() }
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.out.write_all(bytes)?;
+        self.offset += bytes.len() as u64;
+        Ok(())
+    }
+
+    pub fn add(&mut self, name: &str, data: &[u8]) -> std::io::Result<()> {
+        let name_len = u16::try_from(name.len()).map_err(|_| too_long("an entry name"))?;
+        let size = data.len() as u64;
+        let large = size >= u64::from(u32::MAX);
+        let mut extra = Vec::new();
+        if large {
+            extra.extend_from_slice(&ZIP64_EXTRA.to_le_bytes());
+            extra.extend_from_slice(&16u16.to_le_bytes());
+            extra.extend_from_slice(&size.to_le_bytes());
+            extra.extend_from_slice(&size.to_le_bytes());
+        }
+        // PyTorch's padding: an extra field `FB` of `Z`s that ends where the data is aligned.
+        let unpadded = self.offset + LOCAL_HEADER_LEN + u64::from(name_len) + extra.len() as u64 + 4;
+        let padding = (ALIGNMENT - unpadded % ALIGNMENT) % ALIGNMENT;
+        extra.extend_from_slice(&PADDING_EXTRA.to_le_bytes());
+        extra.extend_from_slice(&(padding as u16).to_le_bytes());
+        extra.resize(extra.len() + padding as usize, b'Z');
+        let crc = crc32fast::hash(data);
+        let size32 = if large { u32::MAX } else { size as u32 };
+        let local_header = self.offset;
+        let mut header = Vec::with_capacity(LOCAL_HEADER_LEN as usize);
+        header.extend_from_slice(&LOCAL_HEADER.to_le_bytes());
+        for field in [VERSION, UTF8_NAMES, 0, 0, DOS_DATE] {
+            header.extend_from_slice(&field.to_le_bytes());
+        }
+        for field in [crc, size32, size32] {
+            header.extend_from_slice(&field.to_le_bytes());
+        }
+        header.extend_from_slice(&name_len.to_le_bytes());
+        header.extend_from_slice(&(extra.len() as u16).to_le_bytes());
+        self.put(&header)?;
+        self.put(name.as_bytes())?;
+        self.put(&extra)?;
+        self.put(data)?;
+        self.written.push((name.to_string(), Entry { local_header, size, crc, stored: true }));
+        Ok(())
+    }
+
+    /// Writes the central directory (every entry with a zip64 extra field) and the end
+    /// records, and gives the output back.
+    pub fn finish(mut self) -> std::io::Result<W> {
+        let start = self.offset;
+        let mut central = Vec::new();
+        for (name, entry) in &self.written {
+            central.extend_from_slice(&CENTRAL_HEADER.to_le_bytes());
+            for field in [VERSION, VERSION, UTF8_NAMES, 0, 0, DOS_DATE] {
+                central.extend_from_slice(&field.to_le_bytes());
+            }
+            for field in [entry.crc, u32::MAX, u32::MAX] {
+                central.extend_from_slice(&field.to_le_bytes());
+            }
+            for field in [name.len() as u16, 28, 0, 0, 0] {
+                central.extend_from_slice(&field.to_le_bytes());
+            }
+            central.extend_from_slice(&0u32.to_le_bytes()); // external attributes
+            central.extend_from_slice(&u32::MAX.to_le_bytes()); // local header: in the zip64 field
+            central.extend_from_slice(name.as_bytes());
+            central.extend_from_slice(&ZIP64_EXTRA.to_le_bytes());
+            central.extend_from_slice(&24u16.to_le_bytes());
+            for field in [entry.size, entry.size, entry.local_header] {
+                central.extend_from_slice(&field.to_le_bytes());
+            }
+        }
+        self.put(&central)?;
+        let count = self.written.len() as u64;
+        let size = central.len() as u64;
+        let zip64_record = self.offset;
+        let mut end = Vec::with_capacity(ZIP64_EOCD_LEN + ZIP64_LOCATOR_LEN + EOCD_LEN);
+        end.extend_from_slice(&ZIP64_END_OF_CENTRAL_DIRECTORY.to_le_bytes());
+        end.extend_from_slice(&((ZIP64_EOCD_LEN - 12) as u64).to_le_bytes());
+        end.extend_from_slice(&VERSION.to_le_bytes());
+        end.extend_from_slice(&VERSION.to_le_bytes());
+        end.extend_from_slice(&[0u8; 8]); // disks
+        for field in [count, count, size, start] {
+            end.extend_from_slice(&field.to_le_bytes());
+        }
+        end.extend_from_slice(&ZIP64_LOCATOR.to_le_bytes());
+        end.extend_from_slice(&0u32.to_le_bytes());
+        end.extend_from_slice(&zip64_record.to_le_bytes());
+        end.extend_from_slice(&1u32.to_le_bytes());
+        let count16 = u16::try_from(count).unwrap_or(u16::MAX);
+        end.extend_from_slice(&END_OF_CENTRAL_DIRECTORY.to_le_bytes());
+        end.extend_from_slice(&[0u8; 4]); // disks
+        end.extend_from_slice(&count16.to_le_bytes());
+        end.extend_from_slice(&count16.to_le_bytes());
+        end.extend_from_slice(&u32::try_from(size).unwrap_or(u32::MAX).to_le_bytes());
+        end.extend_from_slice(&u32::try_from(start).unwrap_or(u32::MAX).to_le_bytes());
+        end.extend_from_slice(&0u16.to_le_bytes()); // comment
+        self.put(&end)?;
+        Ok(self.out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aligned_entries_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.zip");
+        let mut zip = ZipWriter::new(File::create(&path).unwrap());
+        zip.add("a/data.pkl", b"pickle").unwrap();
+        zip.add("a/data/0", &[7u8; 100]).unwrap();
+        zip.finish().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let mut zip = ZipReader::open(File::open(&path).unwrap()).unwrap();
+        assert_eq!(zip.names().collect::<Vec<_>>(), ["a/data.pkl", "a/data/0"]);
+        assert_eq!(zip.read("a/data.pkl").unwrap().unwrap(), b"pickle");
+        assert_eq!(zip.read("a/data/0").unwrap().unwrap(), [7u8; 100]);
+        assert!(zip.read("a/none").unwrap().is_none());
+        let data = bytes.windows(100).position(|w| w == [7u8; 100]).unwrap();
+        assert_eq!(data % 64, 0);
+    }
+}
