@@ -6,9 +6,20 @@
 //!   `libtorch_cuda.so` directly, so the linker would otherwise drop it and
 //!   `tch::Cuda::is_available()` would be false on a GPU machine.
 //! - `src/ffi/*.cpp`, compiled against libtorch's headers, for what tch cannot do: select bf16
-//!   for CUDA autocast, drop a gradient instead of zeroing it, switch oneDNN off (`src/ffi.rs`).
+//!   for CUDA autocast, drop a gradient instead of zeroing it, switch oneDNN off (`src/ffi/mod.rs`).
+//! - `src/ffi/c10d.cpp`, the binding of libtorch's c10d for `src/distributed/`, in a build of
+//!   its own: with `-DUSE_C10D_GLOO` only when gloo's headers are found, in `$GLOO_INCLUDE_DIR`
+//!   or `/usr/include` (Debian's `libgloo-dev`, which `scripts/setup` installs; the PyTorch
+//!   wheel ships none). Without them the crate still builds, and creating a Gloo process group
+//!   fails with a message that says so.
+//! - `src/ffi/nccl.cpp` (ProcessGroupNCCL), in the same archive, only where `libtorch_cuda.so`,
+//!   `nccl.h` (`$NCCL_INCLUDE_DIR`, or the wheel's `nvidia/nccl/include`) and the CUDA
+//!   toolkit's headers (`$CUDA_HOME/include`, `/usr/local/cuda/include`: the wheel's CUDA
+//!   runtime package lacks `crt/host_config.h`) are all there, and only if it compiles
+//!   (`TCH_ALEXNET_NO_NCCL=1` skips it); otherwise NCCL is left out with a cargo warning, and
+//!   creating a NCCL process group fails with a message.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
@@ -41,6 +52,7 @@ fn main() {
         .define("_GLIBCXX_USE_CXX11_ABI", cxx11_abi.as_str())
         .warnings(false)
         .compile("tch_alexnet_ffi");
+    build_c10d(&libtorch, &include, &cxx11_abi);
     if target_os == "linux" {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
@@ -50,5 +62,107 @@ fn main() {
         }
     } else if target_os == "macos" {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
+    }
+}
+
+/// Compiles `src/ffi/c10d.cpp` (and `src/ffi/nccl.cpp` where it can), apart from the other
+/// shims: they need headers and defines of their own, and may be left without a backend.
+fn build_c10d(libtorch: &Path, include: &Path, cxx11_abi: &str) {
+    for var in ["GLOO_INCLUDE_DIR", "NCCL_INCLUDE_DIR", "CUDA_HOME", "TCH_ALEXNET_NO_NCCL"] {
+        println!("cargo:rerun-if-env-changed={var}");
+    }
+    for source in ["src/ffi/c10d.cpp", "src/ffi/nccl.cpp"] {
+        println!("cargo:rerun-if-changed={source}");
+    }
+    let base = || {
+        let mut build = cc::Build::new();
+        build
+            .cpp(true)
+            .include(include)
+            .include(include.join("torch/csrc/api/include"))
+            .flag("-std=c++17")
+            .define("_GLIBCXX_USE_CXX11_ABI", cxx11_abi)
+            .warnings(false);
+        build
+    };
+    let mut c10d = base();
+    c10d.file("src/ffi/c10d.cpp");
+    match find_gloo_include() {
+        Some(dir) => {
+            // Rerun when libgloo-dev is removed or updated.
+            println!("cargo:rerun-if-changed={}", dir.join("gloo/config.h").display());
+            c10d.include(&dir).define("USE_C10D_GLOO", None);
+        }
+        None => {
+            // Rerun when libgloo-dev is installed (it adds /usr/include/gloo), so that
+            // `scripts/setup` + `cargo build` is all it takes. Naming the missing config.h
+            // instead would rerun this script on every build.
+            println!("cargo:rerun-if-changed=/usr/include");
+            println!(
+                "cargo:warning=gloo headers not found (in $GLOO_INCLUDE_DIR or /usr/include/gloo): distributed \
+                 training over Gloo is unavailable in this build (install libgloo-dev, e.g. scripts/setup does it, \
+                 and rebuild)"
+            );
+        }
+    }
+    // One archive for both: c10d.cpp calls into nccl.cpp, and two archives would depend on
+    // the order the linker sees them in.
+    if let Some(objects) = build_nccl(libtorch, &base) {
+        c10d.objects(objects).define("TCH_ALEXNET_HAVE_NCCL", None);
+    }
+    c10d.compile("tch_alexnet_c10d");
+}
+
+/// The folder that holds `gloo/config.h`.
+fn find_gloo_include() -> Option<PathBuf> {
+    let mut candidates = Vec::new();
+    if let Some(dir) = std::env::var_os("GLOO_INCLUDE_DIR") {
+        candidates.push(PathBuf::from(dir));
+    }
+    candidates.push(PathBuf::from("/usr/include"));
+    candidates.into_iter().find(|dir| dir.join("gloo/config.h").is_file())
+}
+
+/// Compiles `src/ffi/nccl.cpp` when everything it needs is there: its object files.
+fn build_nccl(libtorch: &Path, base: &dyn Fn() -> cc::Build) -> Option<Vec<PathBuf>> {
+    if std::env::var_os("TCH_ALEXNET_NO_NCCL").is_some_and(|v| v == "1") {
+        return None;
+    }
+    if !libtorch.join("lib/libtorch_cuda.so").exists() {
+        return None;
+    }
+    // The wheel's libtorch is `site-packages/torch`; NVIDIA's wheels are beside it.
+    let site_packages = libtorch.parent().map(Path::to_path_buf).unwrap_or_default();
+    let env_dir = |var: &str| std::env::var_os(var).map(PathBuf::from);
+    let nccl = env_dir("NCCL_INCLUDE_DIR")
+        .into_iter()
+        .chain([site_packages.join("nvidia/nccl/include"), PathBuf::from("/usr/include")])
+        .find(|dir| dir.join("nccl.h").is_file());
+    // ProcessGroupNCCL's headers include the CUDA runtime's, which need the toolkit's crt/.
+    let cuda = env_dir("CUDA_HOME")
+        .map(|home| home.join("include"))
+        .into_iter()
+        .chain([PathBuf::from("/usr/local/cuda/include")])
+        .find(|dir| dir.join("crt/host_config.h").is_file());
+    let (Some(nccl), Some(cuda)) = (nccl, cuda) else {
+        return None;
+    };
+    let mut build = base();
+    build.file("src/ffi/nccl.cpp").define("USE_C10D_NCCL", None).include(&nccl);
+    // The wheel's own CUDA headers (cu13, or cuda_runtime for CUDA 12) come first: they are the
+    // ones libtorch was built with; the toolkit only fills in what they lack.
+    for runtime in ["nvidia/cu13/include", "nvidia/cuda_runtime/include"] {
+        let dir = site_packages.join(runtime);
+        if dir.is_dir() {
+            build.include(dir);
+        }
+    }
+    build.include(&cuda);
+    match build.try_compile_intermediates() {
+        Ok(objects) => Some(objects),
+        Err(error) => {
+            println!("cargo:warning=src/ffi/nccl.cpp did not compile, so this build has no NCCL: {error}");
+            None
+        }
     }
 }
