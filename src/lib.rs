@@ -9,6 +9,7 @@
 //! - [`train`]: the recipe's loop, its optimizer, metrics, run folder and resume state.
 //! - [`formats`]: checkpoint files (safetensors with PyTorch `state_dict` keys).
 //! - [`inference`]: loading a checkpoint for evaluation and prediction.
+//! - [`distributed`]: data-parallel training over several processes, on libtorch's c10d.
 //! - [`cli`], [`device`], [`progress`], [`allocator`], [`ffi`]: what the programs share, and
 //!   the few lines of C++ for what tch does not bind.
 
@@ -16,6 +17,7 @@ pub mod allocator;
 pub mod cli;
 pub mod data;
 pub mod device;
+pub mod distributed;
 pub mod ffi;
 pub mod formats;
 pub mod inference;

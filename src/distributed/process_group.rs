@@ -1,0 +1,510 @@
+//! [`ProcessGroup`]: a safe handle on a libtorch c10d process group (`src/ffi/c10d.cpp`), the
+//! object `torch.distributed.init_process_group` creates in Python: rank 0 hosts a TCPStore at
+//! `master_addr:master_port`, every rank connects to it, and the backend (Gloo on the CPU,
+//! NCCL on CUDA) runs the collectives. Every call is bounded by the group's timeout.
+
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::ptr::NonNull;
+use std::time::Duration;
+
+use tch::Tensor;
+
+use super::error::{DistError, Result};
+
+/// The library that runs the collectives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// Gloo: CPU tensors (and CUDA tensors, staged through the host). Needs gloo's headers at
+    /// build time (`libgloo-dev`, which `scripts/setup` installs).
+    Gloo,
+    /// NCCL: CUDA tensors, one GPU per rank (the caller puts rank `LOCAL_RANK`'s tensors on
+    /// `cuda:LOCAL_RANK`). Needs libtorch_cuda, `nccl.h` and the CUDA toolkit's headers at
+    /// build time (see `build.rs`). A collective that outlives the timeout is aborted by
+    /// libtorch's watchdog, which by default ends the process (NCCL cannot cancel it).
+    /// Not yet run on a GPU.
+    Nccl,
+}
+
+impl Backend {
+    /// The name PyTorch uses (`"gloo"`, `"nccl"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Gloo => "gloo",
+            Backend::Nccl => "nccl",
+        }
+    }
+
+    /// Whether this build can create a group of this backend.
+    pub fn is_available(self) -> bool {
+        // SAFETY: a pure query.
+        unsafe { ffi::tch_alexnet_c10d_has_backend(self.code()) == 1 }
+    }
+
+    fn code(self) -> c_int {
+        match self {
+            Backend::Gloo => 0,
+            Backend::Nccl => 1,
+        }
+    }
+
+    fn unavailable(self) -> DistError {
+        match self {
+            Backend::Gloo => DistError::GlooUnavailable,
+            Backend::Nccl => DistError::NcclUnavailable,
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What [`ProcessGroup::new`] needs; the same on every rank but `rank`.
+#[derive(Debug, Clone)]
+pub struct ProcessGroupOptions {
+    /// This process's rank, `0..world_size`. Rank 0 hosts the store.
+    pub rank: usize,
+    /// The number of processes.
+    pub world_size: usize,
+    /// Where rank 0 listens and the others connect (torchrun's `MASTER_ADDR`).
+    pub master_addr: String,
+    /// torchrun's `MASTER_PORT`.
+    pub master_port: u16,
+    /// The bound on every wait: the rendezvous, each collective, each store read.
+    pub timeout: Duration,
+    pub backend: Backend,
+}
+
+/// The outcome of a C++ call: its status and, on failure, the exception's message.
+struct Failure {
+    status: c_int,
+    message: String,
+}
+
+// Statuses of src/ffi/c10d.cpp.
+const STATUS_NETWORK: c_int = 2;
+const STATUS_STORE: c_int = 3;
+const STATUS_UNAVAILABLE: c_int = 5;
+
+/// Calls a C++ function that reports failures through a status and a `char**` message.
+fn call(f: impl FnOnce(*mut *mut c_char) -> c_int) -> std::result::Result<(), Failure> {
+    let mut message: *mut c_char = std::ptr::null_mut();
+    let status = f(&mut message);
+    if status == 0 {
+        return Ok(());
+    }
+    let message = if message.is_null() {
+        format!("libtorch failed with status {status} and no message")
+    } else {
+        // SAFETY: a NUL-terminated string that c10d.cpp malloc'd for us; freed right after.
+        let text = unsafe { CStr::from_ptr(message) }.to_string_lossy().trim().to_string();
+        unsafe { ffi::tch_alexnet_c10d_free(message.cast()) };
+        text
+    };
+    Err(Failure { status, message })
+}
+
+/// A c10d process group. Collectives must be called in the same order on every rank, as in
+/// PyTorch; the handle can move to another thread but not be shared between threads, so one
+/// thread issues them all. After a failed collective the ranks no longer agree on what comes
+/// next: drop the group (PyTorch too has no way back but a new group).
+///
+/// Timeouts are c10d's: a collective or a store read fails once it has waited `timeout`; a
+/// rank that connects to the master retries until then and may take up to about twice as
+/// long before it gives up; rank 0 waits `timeout` (rounded up to whole seconds) for the
+/// others to connect.
+pub struct ProcessGroup {
+    raw: NonNull<ffi::Pg>,
+    rank: usize,
+    world_size: usize,
+    timeout: Duration,
+    backend: Backend,
+}
+
+// SAFETY: c10d's backends and stores lock their own state, and hold no thread-local state
+// that ties them to the thread that created them.
+unsafe impl Send for ProcessGroup {}
+
+impl std::fmt::Debug for ProcessGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessGroup")
+            .field("backend", &self.backend)
+            .field("rank", &self.rank)
+            .field("world_size", &self.world_size)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl ProcessGroup {
+    /// Joins the group: rank 0 starts the TCPStore and waits for every rank to connect; the
+    /// others connect to it, retrying until the timeout; then the backend connects every pair
+    /// of ranks. Fails, within about `timeout`, when a rank does not show up, the master
+    /// cannot be reached or its port is taken.
+    pub fn new(options: ProcessGroupOptions) -> Result<Self> {
+        let ProcessGroupOptions { rank, world_size, master_addr, master_port, timeout, backend } = options;
+        if world_size == 0 || rank >= world_size || world_size > c_int::MAX as usize {
+            return Err(DistError::InvalidOptions(format!(
+                "rank {rank} does not fit a world of {world_size} process(es) (ranks are 0..world_size)"
+            )));
+        }
+        let timeout_ms = duration_ms(timeout)?;
+        let addr = CString::new(master_addr.as_str())
+            .map_err(|_| DistError::InvalidOptions(format!("master address {master_addr:?} contains a NUL byte")))?;
+        if !backend.is_available() {
+            return Err(backend.unavailable());
+        }
+        let mut raw: *mut ffi::Pg = std::ptr::null_mut();
+        let result = call(|message| {
+            // SAFETY: valid arguments (checked above); `raw` receives an owned group on success.
+            unsafe {
+                ffi::tch_alexnet_c10d_pg_new(
+                    addr.as_ptr(),
+                    master_port,
+                    rank as c_int,
+                    world_size as c_int,
+                    timeout_ms,
+                    backend.code(),
+                    &mut raw,
+                    message,
+                )
+            }
+        });
+        if let Err(failure) = result {
+            return Err(rendezvous_error(failure, rank, world_size, &master_addr, master_port, timeout, backend));
+        }
+        let raw = NonNull::new(raw).ok_or_else(|| DistError::Failed {
+            op: "creating the process group".into(),
+            rank,
+            world_size,
+            message: "libtorch returned no group".into(),
+        })?;
+        Ok(ProcessGroup { raw, rank, world_size, timeout, backend })
+    }
+
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    pub fn world_size(&self) -> usize {
+        self.world_size
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The bound on every wait of this group.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Copies each tensor of rank `root` into the same tensor of every other rank, in place.
+    /// The tensors must match across ranks in order, shape and dtype.
+    pub fn broadcast(&self, tensors: &[Tensor], root: usize) -> Result<()> {
+        if root >= self.world_size {
+            return Err(DistError::InvalidOptions(format!(
+                "broadcast from rank {root}, but the world has {} rank(s)",
+                self.world_size
+            )));
+        }
+        let works = tensors
+            .iter()
+            .enumerate()
+            .map(|(i, tensor)| self.start_broadcast(tensor, root, &format!("broadcast of tensor {i}")))
+            .collect::<Result<Vec<_>>>()?;
+        works.into_iter().try_for_each(Work::wait)
+    }
+
+    fn start_broadcast(&self, tensor: &Tensor, root: usize, what: &str) -> Result<Work<'_>> {
+        check_tensor(tensor, what)?;
+        self.launch(what, |pg, work, message| {
+            // SAFETY: the group and the tensor are alive; c10d keeps its own reference to the
+            // tensor until the work completes.
+            unsafe { ffi::tch_alexnet_c10d_broadcast(pg, tensor.as_ptr() as *mut c_void, root as c_int, work, message) }
+        })
+    }
+
+    /// Sums `tensor` over all ranks, in place: afterwards every rank holds the same sum.
+    pub fn all_reduce_sum(&self, tensor: &Tensor) -> Result<()> {
+        self.all_reduce_sum_async(tensor)?.wait()
+    }
+
+    /// Averages `tensor` over all ranks, in place (a sum, then a division by the world size:
+    /// Gloo has no average of its own).
+    pub fn all_reduce_mean(&self, tensor: &Tensor) -> Result<()> {
+        self.all_reduce_sum(tensor)?;
+        let mut tensor = tensor.shallow_clone();
+        let _ = tensor.f_div_scalar_(self.world_size as f64).map_err(|e| DistError::BadTensor {
+            what: "all_reduce_mean".into(),
+            reason: format!("cannot divide by the world size: {e}"),
+        })?;
+        Ok(())
+    }
+
+    /// Starts summing `tensor` over all ranks, in place; the sum is there once the returned
+    /// [`Work`] has been waited for. Several can be in flight, completing in launch order.
+    pub fn all_reduce_sum_async(&self, tensor: &Tensor) -> Result<Work<'_>> {
+        check_tensor(tensor, "all_reduce_sum")?;
+        self.launch("all_reduce_sum", |pg, work, message| {
+            // SAFETY: as in `start_broadcast`.
+            unsafe { ffi::tch_alexnet_c10d_all_reduce_sum(pg, tensor.as_ptr() as *mut c_void, work, message) }
+        })
+    }
+
+    /// Returns once every rank has called `barrier` (on Gloo, also once this rank's earlier
+    /// collectives have completed).
+    pub fn barrier(&self) -> Result<()> {
+        self.launch("barrier", |pg, work, message| {
+            // SAFETY: the group is alive.
+            unsafe { ffi::tch_alexnet_c10d_barrier(pg, work, message) }
+        })?
+        .wait()
+    }
+
+    /// Stores `value` under `key` in the group's TCPStore, where every rank can read it. The
+    /// keys live apart from the backend's own.
+    pub fn store_set(&self, key: &str, value: &[u8]) -> Result<()> {
+        let op = format!("store_set({key:?})");
+        let c_key = self.store_key(key, &op)?;
+        call(|message| {
+            // SAFETY: the group is alive; `value` is read during the call only.
+            unsafe {
+                ffi::tch_alexnet_c10d_store_set(self.raw.as_ptr(), c_key.as_ptr(), value.as_ptr(), value.len(), message)
+            }
+        })
+        .map_err(|failure| self.op_error(failure, &op))
+    }
+
+    /// The value of `key` in the group's TCPStore, waiting for some rank to set it, at most
+    /// the group's timeout.
+    pub fn store_get(&self, key: &str) -> Result<Vec<u8>> {
+        let op = format!("store_get({key:?})");
+        let c_key = self.store_key(key, &op)?;
+        let mut data: *mut u8 = std::ptr::null_mut();
+        let mut len: usize = 0;
+        call(|message| {
+            // SAFETY: the group is alive; `data` receives a malloc'd buffer of `len` bytes.
+            unsafe { ffi::tch_alexnet_c10d_store_get(self.raw.as_ptr(), c_key.as_ptr(), &mut data, &mut len, message) }
+        })
+        .map_err(|failure| self.op_error(failure, &op))?;
+        if data.is_null() {
+            return Ok(Vec::new());
+        }
+        // SAFETY: c10d.cpp filled `len` bytes at `data`, which we own and free right after.
+        let value = unsafe { std::slice::from_raw_parts(data, len) }.to_vec();
+        unsafe { ffi::tch_alexnet_c10d_free(data.cast()) };
+        Ok(value)
+    }
+
+    fn store_key(&self, key: &str, op: &str) -> Result<CString> {
+        CString::new(key).map_err(|_| DistError::InvalidOptions(format!("{op}: the key contains a NUL byte")))
+    }
+
+    /// Starts a collective through `start(group, &mut work, &mut message)`.
+    fn launch(
+        &self,
+        op: &str,
+        start: impl FnOnce(*mut ffi::Pg, *mut *mut ffi::Work, *mut *mut c_char) -> c_int,
+    ) -> Result<Work<'_>> {
+        let mut work: *mut ffi::Work = std::ptr::null_mut();
+        call(|message| start(self.raw.as_ptr(), &mut work, message)).map_err(|failure| self.op_error(failure, op))?;
+        let raw = NonNull::new(work).ok_or_else(|| DistError::Failed {
+            op: op.to_string(),
+            rank: self.rank,
+            world_size: self.world_size,
+            message: "libtorch returned no work handle".into(),
+        })?;
+        Ok(Work { raw, group: self, op: op.to_string() })
+    }
+
+    /// Wraps a failed collective or store call with what it was and who we are.
+    fn op_error(&self, failure: Failure, op: &str) -> DistError {
+        op_error(failure, op, self.rank, self.world_size, self.timeout)
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        // SAFETY: `raw` is owned and freed once; collectives still queued end within the timeout.
+        unsafe { ffi::tch_alexnet_c10d_pg_free(self.raw.as_ptr()) }
+    }
+}
+
+/// A collective in flight ([`ProcessGroup::all_reduce_sum_async`]). Dropping it without
+/// waiting lets the collective finish in the background; its result is then unchecked.
+pub struct Work<'a> {
+    raw: NonNull<ffi::Work>,
+    group: &'a ProcessGroup,
+    op: String,
+}
+
+impl Work<'_> {
+    /// Waits for the collective, at most the group's timeout.
+    pub fn wait(self) -> Result<()> {
+        let timeout_ms = duration_ms(self.group.timeout)?;
+        call(|message| {
+            // SAFETY: the work handle is alive until `self` drops.
+            unsafe { ffi::tch_alexnet_c10d_work_wait(self.raw.as_ptr(), timeout_ms, message) }
+        })
+        .map_err(|failure| self.group.op_error(failure, &self.op))
+    }
+}
+
+impl Drop for Work<'_> {
+    fn drop(&mut self) {
+        // SAFETY: owned, freed once.
+        unsafe { ffi::tch_alexnet_c10d_work_free(self.raw.as_ptr()) }
+    }
+}
+
+fn duration_ms(timeout: Duration) -> Result<i64> {
+    let ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+    if ms <= 0 {
+        return Err(DistError::InvalidOptions(format!("the timeout must be at least 1 ms, not {timeout:?}")));
+    }
+    Ok(ms)
+}
+
+/// c10d's collectives want dense, contiguous tensors; saying so here beats c10d's message.
+fn check_tensor(tensor: &Tensor, what: &str) -> Result<()> {
+    if !tensor.defined() {
+        return Err(DistError::BadTensor { what: what.to_string(), reason: "the tensor is undefined".into() });
+    }
+    if !tensor.is_contiguous() {
+        return Err(DistError::BadTensor {
+            what: what.to_string(),
+            reason: format!("the tensor (shape {:?}) is not contiguous", tensor.size()),
+        });
+    }
+    Ok(())
+}
+
+/// Seconds, as people write them: "30 s", "0.5 s".
+fn secs(timeout: Duration) -> String {
+    let s = timeout.as_secs_f64();
+    if s.fract() == 0.0 {
+        format!("{s:.0} s")
+    } else {
+        format!("{s} s")
+    }
+}
+
+/// Names what went wrong while joining the group, from c10d's exception class and message.
+fn rendezvous_error(
+    failure: Failure,
+    rank: usize,
+    world_size: usize,
+    addr: &str,
+    port: u16,
+    timeout: Duration,
+    backend: Backend,
+) -> DistError {
+    let Failure { status, message } = failure;
+    let lower = message.to_lowercase();
+    let (addr, timeout_text) = (addr.to_string(), secs(timeout));
+    if status == STATUS_UNAVAILABLE {
+        return backend.unavailable();
+    }
+    if lower.contains("eaddrinuse") || lower.contains("address already in use") {
+        return DistError::PortInUse { addr, port, message };
+    }
+    let timed_out = lower.contains("timed out") || lower.contains("timeout");
+    if status == STATUS_NETWORK && rank != 0 {
+        return DistError::MasterUnreachable { addr, port, timeout: timeout_text, message };
+    }
+    if timed_out || status == STATUS_STORE {
+        return DistError::RendezvousTimeout { rank, world_size, addr, port, timeout: timeout_text, message };
+    }
+    DistError::Failed { op: format!("joining the {backend} process group at {addr}:{port}"), rank, world_size, message }
+}
+
+/// Names what went wrong in a collective or store call.
+fn op_error(failure: Failure, op: &str, rank: usize, world_size: usize, timeout: Duration) -> DistError {
+    let Failure { status, message } = failure;
+    let lower = message.to_lowercase();
+    // With two ranks, "the peer" has a number.
+    let peer = if world_size == 2 { format!("rank {}", 1 - rank) } else { "a peer".to_string() };
+    let op = op.to_string();
+    if lower.contains("connection closed by peer")
+        || lower.contains("connection reset")
+        || lower.contains("broken pipe")
+        || lower.contains("connection refused")
+        || lower.contains("eof")
+    {
+        return DistError::PeerLost { op, rank, world_size, peer, message };
+    }
+    if lower.contains("timed out") || lower.contains("timeout") || status == STATUS_STORE {
+        return DistError::Timeout { op, rank, world_size, peer, timeout: secs(timeout), message };
+    }
+    if status == STATUS_NETWORK {
+        return DistError::PeerLost { op, rank, world_size, peer, message };
+    }
+    DistError::Failed { op, rank, world_size, message }
+}
+
+mod ffi {
+    use std::ffi::{c_char, c_int, c_void};
+
+    /// `tch_alexnet_pg` of c10d.cpp.
+    #[repr(C)]
+    pub struct Pg {
+        _opaque: [u8; 0],
+    }
+
+    /// `tch_alexnet_work` of c10d.cpp.
+    #[repr(C)]
+    pub struct Work {
+        _opaque: [u8; 0],
+    }
+
+    extern "C" {
+        pub fn tch_alexnet_c10d_free(pointer: *mut c_void);
+        pub fn tch_alexnet_c10d_has_backend(backend: c_int) -> c_int;
+        #[allow(clippy::too_many_arguments)]
+        pub fn tch_alexnet_c10d_pg_new(
+            master_addr: *const c_char,
+            master_port: u16,
+            rank: c_int,
+            size: c_int,
+            timeout_ms: i64,
+            backend: c_int,
+            out: *mut *mut Pg,
+            error: *mut *mut c_char,
+        ) -> c_int;
+        pub fn tch_alexnet_c10d_pg_free(pg: *mut Pg);
+        /// `tensor` is an `at::Tensor*`, what `Tensor::as_ptr` points to.
+        pub fn tch_alexnet_c10d_broadcast(
+            pg: *mut Pg,
+            tensor: *mut c_void,
+            root: c_int,
+            out: *mut *mut Work,
+            error: *mut *mut c_char,
+        ) -> c_int;
+        pub fn tch_alexnet_c10d_all_reduce_sum(
+            pg: *mut Pg,
+            tensor: *mut c_void,
+            out: *mut *mut Work,
+            error: *mut *mut c_char,
+        ) -> c_int;
+        pub fn tch_alexnet_c10d_barrier(pg: *mut Pg, out: *mut *mut Work, error: *mut *mut c_char) -> c_int;
+        pub fn tch_alexnet_c10d_work_wait(work: *mut Work, timeout_ms: i64, error: *mut *mut c_char) -> c_int;
+        pub fn tch_alexnet_c10d_work_free(work: *mut Work);
+        pub fn tch_alexnet_c10d_store_set(
+            pg: *mut Pg,
+            key: *const c_char,
+            data: *const u8,
+            len: usize,
+            error: *mut *mut c_char,
+        ) -> c_int;
+        pub fn tch_alexnet_c10d_store_get(
+            pg: *mut Pg,
+            key: *const c_char,
+            data: *mut *mut u8,
+            len: *mut usize,
+            error: *mut *mut c_char,
+        ) -> c_int;
+    }
+}
