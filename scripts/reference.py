@@ -76,11 +76,16 @@ def cmd_roundtrip(args):
 
 def cmd_train_step(args):
     """From the weights and batch in the inputs: eval logits, then `--steps` SGD steps in
-    train mode with dropout off, saving the state_dict and momentum buffers after them."""
+    train mode with dropout off, saving the state_dict, momentum buffers and eval logits
+    after them."""
     torch.use_deterministic_algorithms(True)
     model = load_model(args.state, dropout=0.0)
     batch = load_file(args.batch)
     x, y = batch["images"], batch["labels"]
+    if args.channels_last:
+        # The layout the Rust side trains in: the same convolution kernels on both sides.
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     os.makedirs(args.out_dir, exist_ok=True)
     model.eval()
     with torch.no_grad():
@@ -95,6 +100,10 @@ def cmd_train_step(args):
         opt.step()
         losses.append(loss.item())
     save_model(model, os.path.join(args.out_dir, "after_steps.safetensors"))
+    # Eval logits again, now with the running statistics the steps left in the BatchNorms.
+    model.eval()
+    with torch.no_grad():
+        save_file({"logits": model(x).contiguous()}, os.path.join(args.out_dir, "eval_logits_after.safetensors"))
     names = {id(p): n for n, p in model.named_parameters()}
     buffers = {names[id(p)]: s["momentum_buffer"].contiguous() for p, s in opt.state.items()}
     save_file(buffers, os.path.join(args.out_dir, "momentum.safetensors"))
@@ -141,6 +150,7 @@ def main():
     p = sub.add_parser("roundtrip"); p.add_argument("input"); p.add_argument("output")
     p.set_defaults(fn=cmd_roundtrip)
     p = sub.add_parser("train-step"); p.add_argument("state"); p.add_argument("batch"); p.add_argument("out_dir")
+    p.add_argument("--channels-last", action="store_true")
     p.add_argument("--steps", type=int, default=2); p.set_defaults(fn=cmd_train_step)
     p = sub.add_parser("init-stats"); p.add_argument("output"); p.set_defaults(fn=cmd_init_stats)
     p = sub.add_parser("transform-fixtures"); p.add_argument("cifar_bin"); p.add_argument("out_dir")

@@ -172,32 +172,42 @@ fn two_epoch_run_writes_every_file_and_learns() {
     let confusion: Vec<Vec<i64>> = serde_json::from_value(eval["confusion"].clone()).unwrap();
     assert_eq!(confusion.len(), 10);
     assert_eq!(confusion.iter().flatten().sum::<i64>(), 64);
+    // `--json -`: standard output is the JSON alone (for `| jq`), the table goes to stderr.
+    let best = run.join("best.safetensors");
+    let eval_args = ["--checkpoint", best.to_str().unwrap(), "--data-dir", data_s, "--device", "cpu"];
+    let f = run_bin(&example_bin("evaluate"), &[&eval_args[..], &["--limit-test", "64", "--json", "-"]].concat());
+    assert_eq!(f.code, Some(0), "{}", f.stderr);
+    let piped: serde_json::Value = serde_json::from_str(&f.stdout).expect("stdout must be JSON alone");
+    assert_eq!(piped["accuracy"], eval["accuracy"]);
+    assert!(f.stderr.contains("confusion"), "{}", f.stderr);
 
-    // predict: a PNG of class 0's colour and a JPEG of another size.
-    let png = dir.path().join("red.png");
-    let jpg = dir.path().join("navy.jpg");
-    image::RgbImage::from_pixel(300, 200, image::Rgb([230, 25, 75])).save(&png).unwrap();
-    image::RgbImage::from_pixel(17, 45, image::Rgb([0, 0, 128])).save(&jpg).unwrap();
-    let f = run_bin(
-        &example_bin("predict"),
-        &[
-            "--checkpoint",
-            run.join("best.safetensors").to_str().unwrap(),
-            "--device",
-            "cpu",
-            "--json",
-            png.to_str().unwrap(),
-            jpg.to_str().unwrap(),
-        ],
-    );
+    // predict: one image of each class's colour (PNG, other sizes than 32×32, one JPEG); the
+    // model learnt the colours, so most top classes must be the image's class.
+    let mut images = Vec::new();
+    for class in 0..10u8 {
+        let [r, g, b] = tch_alexnet::data::synthetic::class_colour(class);
+        let ext = if class == 9 { "jpg" } else { "png" };
+        let path = dir.path().join(format!("class{class}.{ext}"));
+        image::RgbImage::from_pixel(300 - 20 * class as u32, 45 + class as u32, image::Rgb([r, g, b]))
+            .save(&path)
+            .unwrap();
+        images.push(path);
+    }
+    let mut args = vec!["--checkpoint", best.to_str().unwrap(), "--device", "cpu", "--json"];
+    args.extend(images.iter().map(|p| p.to_str().unwrap()));
+    let f = run_bin(&example_bin("predict"), &args);
     assert_eq!(f.code, Some(0), "{}", f.stderr);
     let predictions: serde_json::Value = serde_json::from_str(&f.stdout).unwrap();
-    for p in predictions.as_array().unwrap() {
+    let mut correct = 0;
+    for (class, p) in predictions.as_array().unwrap().iter().enumerate() {
         let top = p["top"].as_array().unwrap();
         assert_eq!(top.len(), 3);
         let probs: Vec<f64> = top.iter().map(|t| t["probability"].as_f64().unwrap()).collect();
         assert!(probs.windows(2).all(|w| w[0] >= w[1]) && probs.iter().sum::<f64>() <= 1.0 + 1e-6);
+        correct += usize::from(top[0]["class"].as_u64() == Some(class as u64));
     }
+    eprintln!("predict: {correct} of 10 class-coloured images get their class first (test accuracy {test_acc})");
+    assert!(correct >= 5, "only {correct} of 10 class-coloured images were classified as their class:\n{}", f.stdout);
 
     // A checkpoint that went through PyTorch (strict load, saved by PyTorch) works in both tools.
     if let Some(python) = common::reference_python() {
@@ -227,7 +237,7 @@ fn two_epoch_run_writes_every_file_and_learns() {
         );
         let f = run_bin(
             &example_bin("predict"),
-            &["--checkpoint", torch_ckpt.to_str().unwrap(), "--device", "cpu", png.to_str().unwrap()],
+            &["--checkpoint", torch_ckpt.to_str().unwrap(), "--device", "cpu", images[0].to_str().unwrap()],
         );
         assert_eq!(f.code, Some(0), "{}", f.stderr);
     } else {

@@ -163,12 +163,46 @@ fn wrong_input_shape_is_a_clear_error() {
     assert!(net.try_forward_t(&Tensor::zeros([1, 3, 227, 227], (Kind::Float, Device::Cpu)), false).is_ok());
 }
 
-/// Eval logits and two SGD steps (train mode, dropout off) against PyTorch on the same weights.
+/// Asserts that each tensor moved as PyTorch's did: the change from `init` agrees within 1% of
+/// PyTorch's largest change in that tensor (plus a few float32 ULPs of its values), so that a
+/// missing or halved update fails even where the absolute change is tiny (biases, statistics).
+fn assert_same_changes(
+    what: &str,
+    init: &BTreeMap<String, Tensor>,
+    rust: &BTreeMap<String, Tensor>,
+    torch: &BTreeMap<String, Tensor>,
+) {
+    assert_eq!(rust.keys().collect::<Vec<_>>(), torch.keys().collect::<Vec<_>>(), "{what}: keys");
+    for (name, r) in rust {
+        let (r, t) = (r.to_kind(Kind::Double), torch[name].to_kind(Kind::Double));
+        let start = init.get(name).map_or_else(|| r.zeros_like(), |i| i.to_kind(Kind::Double));
+        let (dr, dt) = (&r - &start, &t - &start);
+        let change = dt.abs().max().double_value(&[]);
+        let ulps = 4.0 * f32::EPSILON as f64 * t.abs().max().double_value(&[]);
+        let diff = (&dr - &dt).abs().max().double_value(&[]);
+        assert!(
+            diff <= 1e-2 * change + ulps,
+            "{what} {name}: change differs from PyTorch's by {diff:.3e} (PyTorch's largest change {change:.3e})"
+        );
+    }
+}
+
+/// Eval logits, two SGD steps (train mode, dropout off), and eval logits again with the
+/// BatchNorm statistics those steps left, against PyTorch from the same weights, in both
+/// memory layouts.
 #[test]
-fn forward_and_training_steps_match_pytorch() {
+fn forward_and_training_steps_match_pytorch_in_both_layouts() {
     let python = require_reference_python!();
+    for channels_last in [false, true] {
+        forward_and_training_steps_match_pytorch(&python, channels_last);
+    }
+}
+
+fn forward_and_training_steps_match_pytorch(python: &std::path::Path, channels_last: bool) {
+    let layout = if channels_last { "channels-last" } else { "contiguous" };
     let dir = tempfile::tempdir().unwrap();
-    let (vs, net) = new_model(11, 10);
+    tch::manual_seed(11);
+    let (vs, net) = tch_alexnet::train::build_model(Device::Cpu, 10, channels_last).unwrap();
     let net = net.with_dropout(0.0);
     tch::manual_seed(12);
     let images = Tensor::randn([4, 3, 227, 227], (Kind::Float, Device::Cpu));
@@ -177,24 +211,18 @@ fn forward_and_training_steps_match_pytorch() {
     let batch_path = dir.path().join("batch.safetensors");
     checkpoint::save_var_store(&vs, &init_path, &Default::default()).unwrap();
     checkpoint::save_tensors(&batch_path, [("images", &images), ("labels", &labels)], &Default::default()).unwrap();
+    let init = state(&vs).into_iter().map(|(k, v)| (k, v.copy())).collect::<BTreeMap<_, _>>();
     let out = dir.path().join("torch");
-    common::run_reference(
-        &python,
-        &[
-            "train-step",
-            init_path.to_str().unwrap(),
-            batch_path.to_str().unwrap(),
-            out.to_str().unwrap(),
-            "--steps",
-            "2",
-        ],
-    );
+    let args = ["train-step", init_path.to_str().unwrap(), batch_path.to_str().unwrap(), out.to_str().unwrap()];
+    let layout_flag: &[&str] = if channels_last { &["--channels-last"] } else { &[] };
+    common::run_reference(python, &[&args[..], &["--steps", "2"], layout_flag].concat());
+    let images = if channels_last { tch_alexnet::data::transforms::to_channels_last(&images) } else { images };
 
     let torch_logits = &checkpoint::load_tensors(&out.join("eval_logits.safetensors")).unwrap().tensors["logits"];
     let logits = tch::no_grad(|| net.forward_t(&images, false));
     let diff = common::max_abs_diff(&logits, torch_logits);
-    eprintln!("eval logits vs PyTorch: max |diff| = {diff:.3e}");
-    assert!(diff <= 1e-4, "eval logits differ from PyTorch by {diff}");
+    eprintln!("{layout}: eval logits vs PyTorch: max |diff| = {diff:.3e}");
+    assert!(diff <= 1e-4, "{layout}: eval logits differ from PyTorch by {diff}");
 
     let mut sgd = tch_alexnet::train::sgd::Sgd::new(&vs, Default::default());
     let mut losses = Vec::new();
@@ -208,19 +236,26 @@ fn forward_and_training_steps_match_pytorch() {
     let torch_losses: Vec<f64> =
         serde_json::from_str(&std::fs::read_to_string(out.join("losses.json")).unwrap()).unwrap();
     for (a, b) in losses.iter().zip(&torch_losses) {
-        assert!((a - b).abs() <= 1e-5, "losses {losses:?} vs PyTorch {torch_losses:?}");
+        assert!((a - b).abs() <= 1e-5, "{layout}: losses {losses:?} vs PyTorch {torch_losses:?}");
     }
     let torch_state = checkpoint::load_tensors(&out.join("after_steps.safetensors")).unwrap().tensors;
     let rust_state = state(&vs);
-    assert_eq!(torch_state.keys().collect::<Vec<_>>(), rust_state.keys().collect::<Vec<_>>());
     let mut worst = 0f64;
     for (name, t) in &rust_state {
         let diff = common::max_abs_diff(t, &torch_state[name]);
         worst = worst.max(diff);
-        assert!(diff <= 1e-5, "{name} after 2 steps differs from PyTorch by {diff}");
+        assert!(diff <= 1e-5, "{layout}: {name} after 2 steps differs from PyTorch by {diff}");
     }
-    eprintln!("state after 2 SGD steps vs PyTorch: max |diff| = {worst:.3e}");
+    eprintln!("{layout}: state after 2 SGD steps vs PyTorch: max |diff| = {worst:.3e}");
+    assert_same_changes(layout, &init, &rust_state, &torch_state);
     assert_eq!(rust_state["conv_block1.1.num_batches_tracked"].int64_value(&[]), 2);
+
+    let torch_after = &checkpoint::load_tensors(&out.join("eval_logits_after.safetensors")).unwrap().tensors["logits"];
+    let after = tch::no_grad(|| net.forward_t(&images, false));
+    let diff = common::max_abs_diff(&after, torch_after);
+    eprintln!("{layout}: eval logits after the steps (trained BatchNorm statistics): max |diff| = {diff:.3e}");
+    assert!(diff <= 1e-4, "{layout}: eval logits after training differ from PyTorch by {diff}");
+
     // zero_grad drops the gradients (PyTorch's set_to_none=True), it does not zero them.
     let fc3 = vs.variables()["fc3.0.weight"].shallow_clone();
     assert!(fc3.grad().defined(), "backward left no gradient");
@@ -228,11 +263,11 @@ fn forward_and_training_steps_match_pytorch() {
     assert!(!fc3.grad().defined(), "zero_grad kept the gradient");
     let torch_momentum = checkpoint::load_tensors(&out.join("momentum.safetensors")).unwrap().tensors;
     let momentum = sgd.momentum_buffers();
-    assert_eq!(momentum.keys().collect::<Vec<_>>(), torch_momentum.keys().collect::<Vec<_>>());
     for (name, t) in &momentum {
         let diff = common::max_abs_diff(t, &torch_momentum[name]);
-        assert!(diff <= 1e-5, "momentum of {name} differs from PyTorch by {diff}");
+        assert!(diff <= 1e-5, "{layout}: momentum of {name} differs from PyTorch by {diff}");
     }
+    assert_same_changes(&format!("{layout} momentum"), &BTreeMap::new(), &momentum, &torch_momentum);
 }
 
 /// Rust → safetensors → PyTorch (strict load) → safetensors → Rust: bit-identical tensors.

@@ -258,7 +258,7 @@ fn sigkill_while_saving_never_leaves_a_broken_checkpoint() {
     let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
     let (mut child, rx) = spawn_train(&with_flags(cpu_train_args(d, o), &["--limit-train", "48", "--save-every", "1"]));
     let mut lines = Vec::new();
-    wait_for_line(&rx, "Split (seed", &mut lines);
+    wait_for_line(&rx, "Split (", &mut lines);
     // Each step writes ~470 MB of checkpoint; kill at different points of those writes.
     let deadline = Instant::now() + Duration::from_secs(300);
     while !out.join("last.safetensors").exists() && Instant::now() < deadline {
@@ -341,6 +341,47 @@ proptest! {
         let path = dir.path().join("r.safetensors");
         std::fs::write(&path, &file).unwrap();
         let _ = checkpoint::load_tensors(&path);
+    }
+
+    /// Lengths at and around whole numbers of records, with valid labels (so the parsing path
+    /// runs, not only the size check) or a bad one at a random record.
+    #[test]
+    fn cifar_parser_handles_lengths_near_whole_records(
+        records in 0usize..4,
+        delta in -3i64..=3,
+        bad_label in proptest::option::of((any::<prop::sample::Index>(), 10u8..=255)),
+        seed in any::<u64>(),
+    ) {
+        use rand::{Rng, SeedableRng};
+        let len = (records as i64 * RECORD_BYTES as i64 + delta).max(0) as usize;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut bytes: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+        for start in (0..len).step_by(RECORD_BYTES) {
+            bytes[start] %= 10;
+        }
+        let whole = len > 0 && len % RECORD_BYTES == 0;
+        let bad_record = bad_label.filter(|_| whole).map(|(at, label)| {
+            let record = at.index(len / RECORD_BYTES);
+            bytes[record * RECORD_BYTES] = label;
+            record
+        });
+        match cifar::parse_records(Path::new("fuzz.bin"), &bytes) {
+            Ok((images, labels)) => {
+                prop_assert!(whole && bad_record.is_none(), "accepted {len} bytes");
+                prop_assert_eq!(images.size(), vec![(len / RECORD_BYTES) as i64, 3, 32, 32]);
+                prop_assert_eq!(labels.size()[0] as usize, len / RECORD_BYTES);
+                // The parsed pixels and labels are the bytes, record by record.
+                let first: Vec<u8> = Vec::try_from(images.get(0).flatten(0, -1)).unwrap();
+                prop_assert_eq!(&first[..], &bytes[1..RECORD_BYTES]);
+                prop_assert_eq!(labels.int64_value(&[0]), bytes[0] as i64);
+            }
+            Err(cifar::DataError::WrongSize { found, .. }) => {
+                prop_assert!(!whole);
+                prop_assert_eq!(found as usize, len);
+            }
+            Err(cifar::DataError::BadLabel { record, .. }) => prop_assert_eq!(Some(record), bad_record),
+            Err(e) => prop_assert!(false, "unexpected error {}", e),
+        }
     }
 
     /// Random records: either parsed with every label below 10, or a clear error.

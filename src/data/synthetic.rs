@@ -11,7 +11,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::data::cifar::{self, IMAGE_BYTES, RECORDS_PER_FILE};
 
 /// The colour of class `c`: distinct, far apart RGB values.
-fn class_colour(c: u8) -> [u8; 3] {
+pub fn class_colour(c: u8) -> [u8; 3] {
     const COLOURS: [[u8; 3]; 10] = [
         [230, 25, 75],
         [60, 180, 75],
