@@ -8,19 +8,25 @@ use tch::{Device, Kind, Tensor};
 
 use crate::data::cifar::{CLASS_NAMES, IMAGE_SIZE};
 use crate::data::transforms::Preprocess;
-use crate::formats::safetensors as checkpoint;
+use crate::formats::{safetensors, state_dict};
 use crate::model::AlexNet;
 
 /// Builds an AlexNet with as many classes as the checkpoint's `fc3.0.weight` has rows and loads
-/// the checkpoint into it (a PyTorch-saved `state_dict` works the same). `channels_last` gives
-/// the conv weights NHWC strides (feed it channels-last batches then).
-pub fn load_model(path: &Path, device: Device, channels_last: bool) -> Result<(nn::VarStore, AlexNet)> {
-    let loaded = checkpoint::load_tensors(path)?;
-    let classes = loaded.tensors.get("fc3.0.weight").map(|w| w.size()[0]).with_context(|| {
+/// the checkpoint into it: safetensors or PyTorch's `torch.save` (chosen by content; `key`
+/// picks the entry of a nested PyTorch file, see [`state_dict::load_state_dict`]).
+/// `channels_last` gives the conv weights NHWC strides (feed it channels-last batches then).
+pub fn load_model(
+    path: &Path,
+    key: Option<&str>,
+    device: Device,
+    channels_last: bool,
+) -> Result<(nn::VarStore, AlexNet)> {
+    let tensors = state_dict::load_state_dict(path, key)?;
+    let classes = tensors.get("fc3.0.weight").map(|w| w.size()[0]).with_context(|| {
         format!("checkpoint {} lacks the key `fc3.0.weight`: not an AlexNet checkpoint", path.display())
     })?;
     let (vs, net) = crate::train::build_model(device, classes, channels_last)?;
-    checkpoint::copy_into_var_store(&vs, path, &loaded.tensors)?;
+    safetensors::copy_into_var_store(&vs, path, &tensors)?;
     Ok((vs, net))
 }
 

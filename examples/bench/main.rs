@@ -10,9 +10,9 @@ use clap::Parser;
 use tch::nn::ModuleT;
 use tch::Device;
 use tch_alexnet::data::batches::Batches;
+use tch_alexnet::data::{cifar, split, transforms};
 use tch_alexnet::train::sgd::Sgd;
 use tch_alexnet::train::{self as training, TrainConfig};
-use tch_alexnet::data::{cifar, split, transforms};
 
 tch_alexnet::use_jemalloc!();
 

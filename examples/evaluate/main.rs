@@ -15,14 +15,19 @@ use tch_alexnet::{inference, train::evaluation};
 
 tch_alexnet::use_jemalloc!();
 
-/// Evaluate an AlexNet checkpoint (from this crate or a PyTorch state_dict in safetensors) on
+/// Evaluate an AlexNet checkpoint (from this crate, or PyTorch's: torch.save or safetensors) on
 /// the CIFAR-10 test set.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// The .safetensors checkpoint (e.g. runs/<run>/best.safetensors).
+    /// The checkpoint: .safetensors (e.g. runs/<run>/best.safetensors) or a torch.save file
+    /// (.pt, .pth, .bin) holding the state dict, or a dict with it inside (see --key).
     #[arg(long)]
     checkpoint: PathBuf,
+    /// The entry of a PyTorch checkpoint that holds the state dict (e.g. model); by default the
+    /// one entry that is a state dict. The `module.` prefix of DataParallel/DDP is removed.
+    #[arg(long, value_name = "NAME")]
+    key: Option<String>,
     #[command(flatten)]
     data: DataArgs,
     /// Images per evaluation batch.
@@ -54,7 +59,7 @@ fn run() -> Result<()> {
     config.validate()?;
     let device = tch_alexnet::device::parse_device(&args.data.device)?;
     // The checkpoint first: a wrong path should fail before the data set is loaded.
-    let (_vs, net) = inference::load_model(&args.checkpoint, device, true)?;
+    let (_vs, net) = inference::load_model(&args.checkpoint, args.key.as_deref(), device, true)?;
     let setup = training::setup(&config, &mut |line| eprintln!("{line}"))?;
     let n_test = setup.data.test_labels.size()[0];
     let indices: Vec<i64> = (0..n_test.min(args.limit_test.unwrap_or(usize::MAX) as i64)).collect();

@@ -16,9 +16,14 @@ tch_alexnet::use_jemalloc!();
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// The .safetensors checkpoint (e.g. runs/<run>/best.safetensors).
+    /// The checkpoint: .safetensors (e.g. runs/<run>/best.safetensors) or a torch.save file
+    /// (.pt, .pth, .bin) holding the state dict, or a dict with it inside (see --key).
     #[arg(long)]
     checkpoint: PathBuf,
+    /// The entry of a PyTorch checkpoint that holds the state dict (e.g. model); by default the
+    /// one entry that is a state dict. The `module.` prefix of DataParallel/DDP is removed.
+    #[arg(long, value_name = "NAME")]
+    key: Option<String>,
     /// Image files (PNG or JPEG).
     #[arg(required = true, value_name = "IMAGE")]
     images: Vec<PathBuf>,
@@ -40,7 +45,7 @@ fn run() -> Result<()> {
     }
     let device = tch_alexnet::device::parse_device(&args.device)?;
     let images = args.images.iter().map(|p| inference::load_image(p)).collect::<Result<Vec<_>>>()?;
-    let (_vs, net) = inference::load_model(&args.checkpoint, device, false)?;
+    let (_vs, net) = inference::load_model(&args.checkpoint, args.key.as_deref(), device, false)?;
     let predictions = inference::predict(&net, &Tensor::stack(&images, 0), device, args.top);
     if args.json {
         let out: Vec<_> = args

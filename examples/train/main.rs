@@ -11,6 +11,8 @@ use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use tch_alexnet::cli::DataArgs;
 use tch_alexnet::data::split::SplitRng;
+use tch_alexnet::train::resume;
+use tch_alexnet::train::run_dir::Start;
 use tch_alexnet::train::{self as training, Outcome, RunDir, TrainConfig};
 
 tch_alexnet::use_jemalloc!();
@@ -62,9 +64,20 @@ struct Args {
     threads: Option<usize>,
     /// Continue the run in this folder from its last checkpoint, with its saved settings
     /// (only --epochs, --device, --threads, --save-every, --data-dir and --no-download may be
-    /// given with it).
-    #[arg(long, value_name = "RUN_DIR")]
+    /// given with it). Or continue a PyTorch run: a torch.save file holding {'model':
+    /// state_dict, 'optimizer': SGD state_dict, 'epoch': completed epochs}; that starts a new
+    /// run folder (--out) at the next epoch, with lr, momentum and weight decay from the file.
+    #[arg(long, value_name = "RUN_DIR|FILE")]
     resume: Option<PathBuf>,
+    /// Start from these weights instead of a fresh init: a .safetensors or torch.save file
+    /// (.pt, .pth, .bin; a bare state dict or one entry of a dict, see --key). Momentum starts
+    /// at zero and training at epoch 1.
+    #[arg(long, value_name = "FILE", conflicts_with = "resume")]
+    init_from: Option<PathBuf>,
+    /// With --init-from: the entry of the PyTorch file that holds the state dict (e.g. model);
+    /// by default the one entry that is a state dict.
+    #[arg(long, value_name = "NAME", requires = "init_from")]
+    key: Option<String>,
     /// With --resume: continue even though the data files differ from those the run was
     /// trained on (config.json records their sizes and hashes).
     #[arg(long, requires = "resume")]
@@ -91,6 +104,13 @@ struct Args {
 }
 
 impl Args {
+    /// `--out`, or `runs/<date>-<time>`.
+    fn out_dir(&self) -> PathBuf {
+        self.out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("runs").join(chrono::Local::now().format("%Y%m%d-%H%M%S").to_string()))
+    }
+
     fn config(&self) -> TrainConfig {
         TrainConfig {
             epochs: self.epochs,
@@ -125,6 +145,7 @@ fn run() -> Result<ExitCode> {
     let matches = Args::command().get_matches();
     let args = Args::from_arg_matches(&matches)?;
     let (config, run) = match &args.resume {
+        Some(file) if file.is_file() => continue_pytorch_run(&args, &matches, file)?,
         Some(dir) => {
             let given: Vec<String> = Args::command()
                 .get_arguments()
@@ -155,10 +176,11 @@ fn run() -> Result<ExitCode> {
             (config, run)
         }
         None => {
-            let out = args.out.clone().unwrap_or_else(|| {
-                PathBuf::from("runs").join(chrono::Local::now().format("%Y%m%d-%H%M%S").to_string())
-            });
-            (args.config(), RunDir::new(out))
+            let start = match &args.init_from {
+                Some(path) => Start::Weights { path: path.clone(), key: args.key.clone() },
+                None => Start::Fresh,
+            };
+            (args.config(), RunDir { start, ..RunDir::new(args.out_dir()) })
         }
     };
     config.validate()?;
@@ -180,6 +202,32 @@ fn run() -> Result<ExitCode> {
             Ok(ExitCode::from(128 + signal.load(Ordering::SeqCst).clamp(2, 127) as u8))
         }
     }
+}
+
+/// `--resume FILE`: a new run folder continuing a PyTorch training checkpoint, with the
+/// file's SGD settings; a flag given with another value is refused rather than overridden.
+fn continue_pytorch_run(
+    args: &Args,
+    matches: &clap::ArgMatches,
+    file: &std::path::Path,
+) -> Result<(TrainConfig, RunDir)> {
+    let sgd = resume::pytorch_checkpoint_sgd(file)?;
+    let mut config = args.config();
+    for (flag, given, saved) in [
+        ("lr", args.lr, sgd.lr),
+        ("momentum", args.momentum, sgd.momentum),
+        ("weight_decay", args.weight_decay, sgd.weight_decay),
+    ] {
+        if matches.value_source(flag) == Some(ValueSource::CommandLine) && given != saved {
+            bail!(
+                "--{} {given} contradicts the checkpoint {}, whose optimizer has {saved}; leave the flag out to continue with the checkpoint's settings",
+                flag.replace('_', "-"),
+                file.display()
+            );
+        }
+    }
+    (config.lr, config.momentum, config.weight_decay) = (sgd.lr, sgd.momentum, sgd.weight_decay);
+    Ok((config, RunDir { start: Start::PytorchCheckpoint { path: file.to_path_buf() }, ..RunDir::new(args.out_dir()) }))
 }
 
 /// Ctrl-C (SIGINT) and SIGTERM (what Slurm, Kubernetes and systemd send before they kill) both

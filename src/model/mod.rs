@@ -163,6 +163,18 @@ impl ModuleT for AlexNet {
     }
 }
 
+/// The trainable parameters' names in `model.parameters()` order, which PyTorch's optimizer
+/// state is indexed by: the five conv blocks (conv weight, bias, BatchNorm weight, bias), then
+/// fc1, fc2, fc3 (weight, bias).
+pub fn parameter_names() -> Vec<String> {
+    let conv = CONV_BLOCKS
+        .iter()
+        .flat_map(|(block, ..)| ["0.weight", "0.bias", "1.weight", "1.bias"].map(|leaf| format!("{block}.{leaf}")));
+    let fc =
+        ["fc1.1", "fc2.1", "fc3.0"].into_iter().flat_map(|fc| ["weight", "bias"].map(|leaf| format!("{fc}.{leaf}")));
+    conv.chain(fc).collect()
+}
+
 /// Number of trainable parameters (58,325,066 for 10 classes).
 pub fn trainable_parameter_count(vs: &nn::VarStore) -> i64 {
     vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()

@@ -15,6 +15,9 @@
 //! Whatever step a crash interrupts, the weights on disk have a momentum file with their id:
 //! `last.optim.safetensors` or, between 2 and 3, `previous.optim.safetensors`. [`load_last`]
 //! takes whichever matches, so `--resume` always continues from the last complete pair.
+//!
+//! [`initial_state`] is where every run's first step comes from: that pair, or for a new run
+//! fresh weights, given weights (`--init-from`) or a PyTorch training checkpoint.
 
 use std::path::Path;
 
@@ -23,9 +26,12 @@ use serde::{Deserialize, Serialize};
 use tch::nn;
 
 use crate::formats::safetensors::{self as checkpoint, CheckpointError, Metadata};
+use crate::formats::state_dict;
+use crate::formats::training_checkpoint::TrainingCheckpoint;
+use crate::model;
 use crate::train::metrics::{EpochMetrics, EpochSums};
-use crate::train::run_dir::{self, LAST_CHECKPOINT, LAST_OPTIMIZER, PREVIOUS_OPTIMIZER};
-use crate::train::sgd::Sgd;
+use crate::train::run_dir::{self, RunDir, Start, LAST_CHECKPOINT, LAST_OPTIMIZER, PREVIOUS_OPTIMIZER};
+use crate::train::sgd::{Sgd, SgdConfig};
 
 /// Where the loop stands: stored in `last.optim.safetensors` so that `--resume` continues.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -174,4 +180,68 @@ pub fn load_last(run_dir: &Path, vs: &nn::VarStore, sgd: &mut Sgd) -> Result<Loo
         run_dir.display(),
         problems.join("; ")
     )
+}
+
+/// Puts `vs` and `sgd` where `run` starts, and returns the loop state to start from.
+pub fn initial_state(run: &RunDir, vs: &nn::VarStore, sgd: &mut Sgd, log: &mut dyn FnMut(&str)) -> Result<LoopState> {
+    if run.resume {
+        let state = load_last(&run.path, vs, sgd)?;
+        run_dir::check_metrics(&run.path, &state.history)?;
+        log(&format!("Resuming {} at epoch {}, step {}", run.path.display(), state.epoch + 1, state.step));
+        return Ok(state);
+    }
+    match &run.start {
+        Start::Fresh => Ok(LoopState::default()),
+        Start::Weights { path, key } => {
+            state_dict::load_into_var_store(vs, path, key.as_deref())?;
+            log(&format!("Starting from the weights in {}", path.display()));
+            Ok(LoopState::default())
+        }
+        Start::PytorchCheckpoint { path } => {
+            let ckpt = TrainingCheckpoint::read_pytorch(path, &model::parameter_names())?;
+            checkpoint::copy_into_var_store(vs, path, &ckpt.model)?;
+            sgd.set_momentum_buffers(&ckpt.momentum).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            log(&format!(
+                "Continuing the PyTorch run in {} after epoch {} ({} momentum buffers)",
+                path.display(),
+                ckpt.epoch,
+                ckpt.momentum.len()
+            ));
+            Ok(LoopState { epoch: ckpt.epoch, ..LoopState::default() })
+        }
+    }
+}
+
+/// The SGD settings of a PyTorch training checkpoint, which a run continuing it must use.
+pub fn pytorch_checkpoint_sgd(path: &Path) -> Result<SgdConfig> {
+    let ckpt = TrainingCheckpoint::read_pytorch(path, &model::parameter_names())?;
+    Ok(SgdConfig { lr: ckpt.sgd.lr, momentum: ckpt.sgd.momentum, weight_decay: ckpt.sgd.weight_decay })
+}
+
+/// The last complete checkpoint of a run folder as a PyTorch training checkpoint: weights,
+/// momentum, the run's SGD settings and its completed epochs.
+pub fn last_as_training_checkpoint(run_dir: &Path, sgd: SgdConfig) -> Result<(TrainingCheckpoint, LoopState)> {
+    let weights_path = run_dir.join(LAST_CHECKPOINT);
+    let weights = checkpoint::load_tensors(&weights_path)?;
+    let id = weights.metadata.get("checkpoint_id").cloned().unwrap_or_default();
+    for name in [LAST_OPTIMIZER, PREVIOUS_OPTIMIZER] {
+        let path = run_dir.join(name);
+        if let Ok((state, optim)) = read_optimizer(&path) {
+            if state.checkpoint_id == id {
+                let settings = crate::formats::training_checkpoint::SgdSettings {
+                    lr: sgd.lr,
+                    momentum: sgd.momentum,
+                    weight_decay: sgd.weight_decay,
+                };
+                let ckpt = TrainingCheckpoint {
+                    model: weights.tensors,
+                    momentum: optim.tensors,
+                    sgd: settings,
+                    epoch: state.epoch,
+                };
+                return Ok((ckpt, state));
+            }
+        }
+    }
+    bail!("cannot read {}: no momentum file matches {LAST_CHECKPOINT}", run_dir.display())
 }

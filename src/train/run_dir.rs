@@ -39,15 +39,31 @@ pub struct RunDir {
     pub resume: bool,
     /// Resume even though the data files differ from those the run was trained on.
     pub allow_data_change: bool,
+    /// What a new run starts from (ignored when `resume`).
+    pub start: Start,
+}
+
+/// What a new run starts from.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Start {
+    /// Weights drawn with PyTorch's init from the seed.
+    #[default]
+    Fresh,
+    /// Given weights (`--init-from`, either format; `key` picks the entry of a nested PyTorch
+    /// file); the optimizer starts without momentum, at epoch 1.
+    Weights { path: PathBuf, key: Option<String> },
+    /// A PyTorch training checkpoint (`train --resume FILE`): weights, momentum and the
+    /// completed epochs; the run continues at the next epoch.
+    PytorchCheckpoint { path: PathBuf },
 }
 
 impl RunDir {
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into(), resume: false, allow_data_change: false }
+        Self { path: path.into(), resume: false, allow_data_change: false, start: Start::Fresh }
     }
 
     pub fn resume(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into(), resume: true, allow_data_change: false }
+        Self { path: path.into(), resume: true, allow_data_change: false, start: Start::Fresh }
     }
 
     pub fn file(&self, name: &str) -> PathBuf {

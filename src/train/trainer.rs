@@ -67,17 +67,12 @@ pub fn train(config: &TrainConfig, run: &RunDir, stop: &AtomicBool, log: &mut dy
     tch::manual_seed(config.seed as i64);
     let (vs, net) = setup::build_model(setup.device, config.num_classes, setup.channels_last)?;
     let mut sgd = Sgd::new(&vs, config.sgd());
-    let state = if run.resume {
-        let state = resume::load_last(&run.path, &vs, &mut sgd)?;
-        run_dir::check_metrics(&run.path, &state.history)?;
-        log(&format!("Resuming {} at epoch {}, step {}", run.path.display(), state.epoch + 1, state.step));
-        state
-    } else {
+    if !run.resume {
         if let Some(warning) = run_dir::disk_space_warning(&run.path, setup::weight_bytes(&vs)) {
             log(&warning);
         }
-        LoopState::default()
-    };
+    }
+    let state = resume::initial_state(run, &vs, &mut sgd, log).inspect_err(|_| run_dir::discard_new(run))?;
     run_dir::write_json(&run.file(CONFIG_FILE), &RunInfo::new(config, setup.device, setup.data.fingerprint.clone()))?;
     run_dir::write_metrics(&run.path, &state.history)?;
     let split_file = SplitFile {
