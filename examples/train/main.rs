@@ -11,8 +11,11 @@ use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use tch_alexnet::cli::DataArgs;
 use tch_alexnet::data::split::SplitRng;
+use tch_alexnet::distributed::{self, Backend};
+use tch_alexnet::train::data_parallel::DataParallel;
 use tch_alexnet::train::resume;
 use tch_alexnet::train::run_dir::Start;
+use tch_alexnet::train::trainer as training_loop;
 use tch_alexnet::train::{self as training, Outcome, RunDir, TrainConfig};
 
 tch_alexnet::use_jemalloc!();
@@ -101,6 +104,16 @@ struct Args {
     /// Also save last.safetensors every N steps (0: only at the end of each epoch).
     #[arg(long, default_value_t = 0, value_name = "N")]
     save_every: usize,
+    /// Data-parallel training on this machine: start N processes (ranks) of this program, each
+    /// with a full model, 1/N of every epoch and --batch-size images per step (as PyTorch's DDP
+    /// under torchrun). Without --threads each gets an equal share of the cores. Under
+    /// torchrun (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set) each process is one rank.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    nproc_per_node: usize,
+    /// Seconds a rank waits for the others (rendezvous and each collective) before it stops
+    /// with an error naming the rank that did not answer.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    dist_timeout: u64,
 }
 
 impl Args {
@@ -138,8 +151,18 @@ impl Args {
 }
 
 /// Flags that may change when a run is resumed; every other one comes from its config.json.
-const RESUMABLE_FLAGS: [&str; 8] =
-    ["epochs", "device", "threads", "save_every", "data_dir", "no_download", "resume", "allow_data_change"];
+const RESUMABLE_FLAGS: [&str; 10] = [
+    "epochs",
+    "device",
+    "threads",
+    "save_every",
+    "data_dir",
+    "no_download",
+    "resume",
+    "allow_data_change",
+    "nproc_per_node",
+    "dist_timeout",
+];
 
 fn run() -> Result<ExitCode> {
     let matches = Args::command().get_matches();
@@ -184,24 +207,82 @@ fn run() -> Result<ExitCode> {
         }
     };
     config.validate()?;
+    if args.nproc_per_node == 0 {
+        bail!("--nproc-per-node must be at least 1");
+    }
+    let rank = distributed::env_rank_info()?;
+    if rank.is_none() && args.nproc_per_node > 1 {
+        return launch_ranks(&args, &matches, &run);
+    }
+    let mut config = config;
+    let mut dp = match &rank {
+        Some(info) if info.world_size > 1 => join_job(&mut config, info, &args)?,
+        _ => DataParallel::single(),
+    };
+    let main = dp.is_main();
 
     let stop = Arc::new(AtomicBool::new(false));
     let signal = Arc::new(AtomicI32::new(0));
     watch_signals(stop.clone(), signal.clone())?;
 
-    println!("Run folder: {}", run.path.display());
-    let outcome = training::train(&config, &run, &stop, &mut |line| println!("{line}"))?;
+    if main {
+        println!("Run folder: {}", run.path.display());
+    }
+    let mut log = |line: &str| {
+        if main {
+            println!("{line}")
+        }
+    };
+    let outcome = training_loop::train_rank(&config, &run, &mut dp, &stop, &mut log);
+    let rank = dp.rank();
+    let outcome = if main { outcome? } else { outcome.with_context(|| format!("rank {rank}"))? };
     match outcome {
         Outcome::Finished(_) => Ok(ExitCode::SUCCESS),
         Outcome::Interrupted { epoch, step } => {
-            println!(
-                "Interrupted at epoch {epoch}, step {step}; checkpoint saved. Continue with: --resume {}",
-                run.path.display()
-            );
+            if main {
+                println!(
+                    "Interrupted at epoch {epoch}, step {step}; checkpoint saved. Continue with: --resume {}",
+                    run.path.display()
+                );
+            }
             // The shell's convention: 128 + the signal's number (SIGINT 130, SIGTERM 143).
             Ok(ExitCode::from(128 + signal.load(Ordering::SeqCst).clamp(2, 127) as u8))
         }
     }
+}
+
+/// This process as one rank of a torchrun-style job: CUDA ranks take the GPU of their local
+/// rank and talk over NCCL, CPU ranks over Gloo.
+fn join_job(config: &mut TrainConfig, info: &distributed::RankInfo, args: &Args) -> Result<DataParallel> {
+    let device = tch_alexnet::device::parse_device(&config.device)?;
+    let backend = if device.is_cuda() {
+        config.device = format!("cuda:{}", info.local_rank);
+        Backend::Nccl
+    } else {
+        Backend::Gloo
+    };
+    let timeout = std::time::Duration::from_secs(args.dist_timeout.max(1));
+    DataParallel::join(info, backend, timeout).with_context(|| format!("rank {} of {}", info.rank, info.world_size))
+}
+
+/// `--nproc-per-node N`: N ranks of this program on this machine, each told the same run
+/// folder and (without --threads) an equal share of the cores.
+fn launch_ranks(args: &Args, matches: &clap::ArgMatches, run: &RunDir) -> Result<ExitCode> {
+    let mut rank_args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if args.resume.is_none() || args.resume.as_ref().is_some_and(|r| r.is_file()) {
+        if matches.value_source("out") != Some(ValueSource::CommandLine) {
+            rank_args.extend(["--out".into(), run.path.clone().into_os_string()]);
+        }
+    }
+    if matches.value_source("threads") != Some(ValueSource::CommandLine) {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        rank_args.extend(["--threads".into(), (cores / args.nproc_per_node).max(1).to_string().into()]);
+    }
+    let program = std::env::current_exe().context("cannot find this program to start its ranks")?;
+    let code = distributed::launcher::launch_local(&program, &rank_args, args.nproc_per_node, &mut |line| {
+        eprintln!("{line}")
+    })?;
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 
 /// `--resume FILE`: a new run folder continuing a PyTorch training checkpoint, with the

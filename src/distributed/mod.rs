@@ -9,6 +9,7 @@
 //!   averaging.
 //! - [`env`]: [`env_rank_info`], torchrun's `RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`,
 //!   `MASTER_PORT`.
+//! - [`launcher`]: `--nproc-per-node N`, N ranks of this program on one machine, as torchrun.
 //! - [`error`]: [`DistError`], what went wrong and what to check.
 //!
 //! Gloo needs gloo's headers when the crate is built (`libgloo-dev`, installed by
@@ -18,6 +19,7 @@
 pub mod env;
 pub mod error;
 pub mod gradients;
+pub mod launcher;
 pub mod process_group;
 
 pub use env::{env_rank_info, RankInfo};

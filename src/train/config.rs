@@ -142,6 +142,16 @@ pub struct RunInfo {
     /// The data files the run was trained on (absent in runs made before it was recorded).
     #[serde(default)]
     pub data_fingerprint: Vec<FileFingerprint>,
+    /// Processes of the data-parallel job (1: a single process); `--resume` needs the same.
+    #[serde(default = "one")]
+    pub world_size: usize,
+    /// Images per optimizer step over all processes: `batch_size × world_size`.
+    #[serde(default)]
+    pub global_batch_size: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl RunInfo {
@@ -156,7 +166,14 @@ impl RunInfo {
             cuda_available: tch::Cuda::is_available(),
             mean: transforms::CIFAR_MEAN,
             std: transforms::CIFAR_STD,
+            global_batch_size: config.batch_size,
             data_fingerprint,
+            world_size: 1,
         }
+    }
+
+    /// The same, for a job of `world_size` processes (each with `batch_size` images a step).
+    pub fn with_world_size(self, world_size: usize) -> Self {
+        Self { world_size, global_batch_size: self.config.batch_size * world_size, ..self }
     }
 }

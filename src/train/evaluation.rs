@@ -18,6 +18,15 @@ pub struct EvalResult {
 }
 
 impl EvalResult {
+    /// The result of `images` images whose losses add up to `loss_sum`, from a flat
+    /// `classes × classes` confusion matrix.
+    pub fn from_sums(images: i64, loss_sum: f64, confusion: &[i64], classes: usize) -> Self {
+        let confusion: Vec<Vec<i64>> = confusion.chunks(classes.max(1)).map(<[i64]>::to_vec).collect();
+        let correct: i64 = (0..classes.min(confusion.len())).map(|c| confusion[c][c]).sum();
+        let denom = images.max(1) as f64;
+        EvalResult { images, loss: loss_sum / denom, accuracy: correct as f64 / denom, confusion }
+    }
+
     /// Accuracy of each true class (NaN for a class with no image).
     pub fn per_class_accuracy(&self) -> Vec<f64> {
         self.confusion.iter().enumerate().map(|(c, row)| row[c] as f64 / row.iter().sum::<i64>() as f64).collect()
@@ -53,8 +62,5 @@ pub fn evaluate_quietly(model: &AlexNet, batches: Batches<'_>, amp: bool, mut on
         }
     });
     let confusion: Vec<i64> = Vec::try_from(confusion.to_device(tch::Device::Cpu)).expect("int64 counts");
-    let confusion: Vec<Vec<i64>> = confusion.chunks(classes as usize).map(<[i64]>::to_vec).collect();
-    let correct: i64 = (0..classes as usize).map(|c| confusion[c][c]).sum();
-    let denom = images.max(1) as f64;
-    EvalResult { images, loss: loss_sum.double_value(&[]) / denom, accuracy: correct as f64 / denom, confusion }
+    EvalResult::from_sums(images, loss_sum.double_value(&[]), &confusion, classes as usize)
 }

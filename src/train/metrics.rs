@@ -39,6 +39,16 @@ pub struct EpochSums {
 }
 
 impl EpochSums {
+    /// These sums followed by `later` ones.
+    pub fn plus(&self, later: &EpochSums) -> EpochSums {
+        EpochSums {
+            loss_sum: self.loss_sum + later.loss_sum,
+            correct: self.correct + later.correct,
+            seen: self.seen + later.seen,
+            train_seconds: self.train_seconds + later.train_seconds,
+        }
+    }
+
     pub fn mean_loss(&self) -> f64 {
         self.loss_sum / self.seen.max(1) as f64
     }

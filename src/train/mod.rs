@@ -7,6 +7,7 @@
 //! - [`config`]: the settings (defaults = the recipe) and `config.json`.
 //! - [`setup`]: device, data and model before the first step.
 //! - [`trainer`]: the loop itself, top to bottom.
+//! - [`data_parallel`]: one rank of a data-parallel job, with PyTorch DDP's semantics.
 //! - [`sgd`]: `torch.optim.SGD`'s update, with momentum buffers that can be saved.
 //! - [`evaluation`], [`metrics`], [`plot`]: what the loop measures and draws.
 //! - [`run_dir`], [`resume`]: the run folder's files, its lock, and the crash-consistent
@@ -15,6 +16,7 @@
 //! Dependencies point one way: `trainer` uses the others; none of them uses `trainer`.
 
 pub mod config;
+pub mod data_parallel;
 pub mod evaluation;
 pub mod metrics;
 pub mod plot;

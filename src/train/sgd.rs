@@ -93,6 +93,11 @@ impl Sgd {
         });
     }
 
+    /// The optimized parameters by name (handles on the same tensors), in name order.
+    pub fn parameters(&self) -> Vec<(String, Tensor)> {
+        self.params.iter().map(|(n, p)| (n.clone(), p.shallow_clone())).collect()
+    }
+
     /// The momentum buffers by parameter name (those that exist yet).
     pub fn momentum_buffers(&self) -> BTreeMap<String, Tensor> {
         self.params

@@ -23,6 +23,7 @@ use crate::data::split::{self, SplitFile};
 use crate::formats::safetensors::{self as checkpoint, Metadata};
 use crate::model::AlexNet;
 use crate::train::config::{RunInfo, TrainConfig};
+use crate::train::data_parallel::DataParallel;
 use crate::train::evaluation::{self, EvalResult};
 use crate::train::metrics::{DeviceSums, EpochMetrics, EpochSums, Summary};
 use crate::train::resume::{self, LoopState};
@@ -46,20 +47,29 @@ pub enum Outcome {
     },
 }
 
-/// Trains as `config` says, writing into `run`. `stop` (set by Ctrl-C or SIGTERM) ends the run
-/// after the current step with a consistent checkpoint. `log` receives the human-readable lines.
+/// Trains as `config` says, writing into `run`, in this process alone. `stop` (set by Ctrl-C
+/// or SIGTERM) ends the run after the current step with a consistent checkpoint. `log`
+/// receives the human-readable lines.
 pub fn train(config: &TrainConfig, run: &RunDir, stop: &AtomicBool, log: &mut dyn FnMut(&str)) -> Result<Outcome> {
+    train_rank(config, run, &mut DataParallel::single(), stop, log)
+}
+
+/// [`train`] as one rank of a data-parallel job (see [`crate::train::data_parallel`]): every
+/// rank trains on its share of each batch of the epoch; rank 0 alone writes `run`.
+pub fn train_rank(
+    config: &TrainConfig,
+    run: &RunDir,
+    dp: &mut DataParallel,
+    stop: &AtomicBool,
+    log: &mut dyn FnMut(&str),
+) -> Result<Outcome> {
     config.validate()?;
-    let _lock = run_dir::prepare(run)?;
-    let setup = match setup::setup(config, log) {
-        Ok(setup) => setup,
-        Err(e) => {
-            run_dir::discard_new(run);
-            return Err(e);
-        }
-    };
-    if run.resume {
+    dp.check_same_settings(&rank_settings(config, run)?)?;
+    let _lock = if dp.is_main() { Some(run_dir::prepare(run)?) } else { None };
+    let setup = load_data(config, run, dp, log)?;
+    if dp.is_main() && run.resume {
         check_same_data(run, &setup, log)?;
+        check_same_world_size(run, dp.world_size())?;
     }
     let subsets = Subsets::new(config, &setup, log);
 
@@ -67,13 +77,67 @@ pub fn train(config: &TrainConfig, run: &RunDir, stop: &AtomicBool, log: &mut dy
     tch::manual_seed(config.seed as i64);
     let (vs, net) = setup::build_model(setup.device, config.num_classes, setup.channels_last)?;
     let mut sgd = Sgd::new(&vs, config.sgd());
-    if !run.resume {
-        if let Some(warning) = run_dir::disk_space_warning(&run.path, setup::weight_bytes(&vs)) {
-            log(&warning);
+    let state = if dp.is_main() {
+        if !run.resume {
+            if let Some(warning) = run_dir::disk_space_warning(&run.path, setup::weight_bytes(&vs)) {
+                log(&warning);
+            }
         }
+        let state = resume::initial_state(run, &vs, &mut sgd, log).inspect_err(|_| run_dir::discard_new(run))?;
+        write_run_files(config, run, &setup, &state, dp.world_size())?;
+        state
+    } else {
+        LoopState::default()
+    };
+    let state = share_start(dp, state, &vs, &mut sgd)?;
+    let mut trainer = Trainer { config, dir: &run.path, setup: &setup, subsets: &subsets, dp, vs, net, sgd, state };
+    trainer.run(stop, log)
+}
+
+/// What every rank of a job must agree on, as JSON: the settings but those that may differ
+/// per machine (device, threads, data folder), and how the run starts.
+fn rank_settings(config: &TrainConfig, run: &RunDir) -> Result<String> {
+    let mut value = serde_json::to_value(config)?;
+    if let Some(map) = value.as_object_mut() {
+        for local in ["device", "threads", "data_dir", "download"] {
+            map.remove(local);
+        }
+        map.insert("resume".into(), run.resume.into());
+        map.insert("start".into(), format!("{:?}", run.start).into());
     }
-    let state = resume::initial_state(run, &vs, &mut sgd, log).inspect_err(|_| run_dir::discard_new(run))?;
-    run_dir::write_json(&run.file(CONFIG_FILE), &RunInfo::new(config, setup.device, setup.data.fingerprint.clone()))?;
+    Ok(value.to_string())
+}
+
+/// Loads the data set. The first rank of each machine may download it; the others wait for it
+/// (one barrier each, on either side of the first rank's load) and only read.
+fn load_data(config: &TrainConfig, run: &RunDir, dp: &DataParallel, log: &mut dyn FnMut(&str)) -> Result<Setup> {
+    let first_on_machine = dp.local_rank() == 0;
+    let result = if first_on_machine {
+        let result = setup::setup(config, log);
+        if result.is_ok() {
+            dp.barrier()?;
+        }
+        result
+    } else {
+        dp.barrier()?;
+        setup::setup(&TrainConfig { download: false, ..config.clone() }, log)
+    };
+    if result.is_err() && dp.is_main() {
+        run_dir::discard_new(run);
+    }
+    result
+}
+
+/// Writes `config.json`, `metrics.jsonl` and `split.json` of a run about to take its first step.
+fn write_run_files(
+    config: &TrainConfig,
+    run: &RunDir,
+    setup: &Setup,
+    state: &LoopState,
+    world_size: usize,
+) -> Result<()> {
+    let info = RunInfo::new(config, setup.device, setup.data.fingerprint.clone()).with_world_size(world_size);
+    run_dir::write_json(&run.file(CONFIG_FILE), &info)?;
     run_dir::write_metrics(&run.path, &state.history)?;
     let split_file = SplitFile {
         rng: config.split_rng,
@@ -81,10 +145,33 @@ pub fn train(config: &TrainConfig, run: &RunDir, stop: &AtomicBool, log: &mut dy
         valid: setup.split.valid.clone(),
         train: setup.split.train.clone(),
     };
-    run_dir::write_json_compact(&run.file(SPLIT_FILE), &split_file)?;
+    run_dir::write_json_compact(&run.file(SPLIT_FILE), &split_file)
+}
 
-    let mut trainer = Trainer { config, dir: &run.path, setup: &setup, subsets: &subsets, vs, net, sgd, state };
-    trainer.run(stop, log)
+/// Rank 0's starting point on every rank: its loop state (through the store) and its weights,
+/// buffers and momentum (broadcast).
+fn share_start(dp: &DataParallel, state: LoopState, vs: &nn::VarStore, sgd: &mut Sgd) -> Result<LoopState> {
+    if dp.world_size() == 1 {
+        return Ok(state);
+    }
+    let momentum: Vec<String> = sgd.momentum_buffers().into_keys().collect();
+    let shared = dp.share_from_main("start", &serde_json::to_vec(&(&state, &momentum))?)?;
+    let (state, momentum): (LoopState, Vec<String>) = serde_json::from_slice(&shared)?;
+    dp.broadcast_state(vs, sgd, &momentum)?;
+    Ok(state)
+}
+
+/// Refuses to resume a run with another number of ranks: the epoch's shares would differ.
+fn check_same_world_size(run: &RunDir, world_size: usize) -> Result<()> {
+    let saved = run_dir::read_run_info(&run.path)?.world_size;
+    if saved != world_size {
+        bail!(
+            "cannot resume: {} was trained with {saved} process(es) and this job has {world_size}; \
+             resume it with the same number (--nproc-per-node or torchrun's)",
+            run.path.display()
+        );
+    }
+    Ok(())
 }
 
 /// Refuses to resume on data files that differ from the run's, unless the user allowed it.
@@ -118,6 +205,7 @@ struct Trainer<'a> {
     dir: &'a Path,
     setup: &'a Setup,
     subsets: &'a Subsets,
+    dp: &'a mut DataParallel,
     vs: nn::VarStore,
     net: AlexNet,
     sgd: Sgd,
@@ -140,11 +228,11 @@ impl Trainer<'_> {
                 }
                 EpochEnd::Finished(sums) => self.end_epoch(sums, run_started, log)?,
             }
-            if stop.load(Ordering::SeqCst) && self.state.epoch < self.config.epochs {
+            if self.dp.any(stop.load(Ordering::SeqCst))? && self.state.epoch < self.config.epochs {
                 return Ok(Outcome::Interrupted { epoch: self.state.epoch, step: 0 });
             }
         }
-        if self.state.history.is_empty() && self.state.checkpoint_id.is_empty() {
+        if self.state.history.is_empty() && self.state.checkpoint_id.is_empty() && self.dp.is_main() {
             // --epochs 0: nothing trained; the initial model is what gets saved and evaluated.
             resume::save_last(self.dir, &self.vs, &self.sgd, &mut self.state)?;
             self.save_best(&Metadata::new())?;
@@ -152,12 +240,13 @@ impl Trainer<'_> {
         self.test(run_started, log)
     }
 
-    /// Trains the rest of the current epoch, saving on `--save-every` and on a stop request.
+    /// Trains the rest of the current epoch (this rank's share of it), saving on
+    /// `--save-every` and on a stop request.
     fn train_epoch(&mut self, stop: &AtomicBool, run_started: Instant, log: &mut dyn FnMut(&str)) -> Result<EpochEnd> {
         let (config, data) = (self.config, &self.setup.data);
         let epoch = self.state.epoch;
-        let plan = split::epoch_plan(self.subsets.train.len(), config.seed, epoch);
-        let steps = split::steps_per_epoch(self.subsets.train.len(), config.batch_size);
+        let plan = self.dp.shard_epoch(split::epoch_plan(self.subsets.train.len(), config.seed, epoch));
+        let steps = split::steps_per_epoch(plan.order.len(), config.batch_size);
         let batches = Batches::for_epoch(
             &data.train_images,
             &data.train_labels,
@@ -168,45 +257,56 @@ impl Trainer<'_> {
             &self.setup.preprocess,
         )
         .skip_steps(self.state.step);
-        let bar = crate::progress::steps_bar(steps as u64, format!("epoch {}/{}", epoch + 1, config.epochs));
+        let bar = if self.dp.is_main() {
+            crate::progress::steps_bar(steps as u64, format!("epoch {}/{}", epoch + 1, config.epochs))
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
         bar.set_position(self.state.step as u64);
         let plain_every = steps.div_ceil(4).max(1);
         let epoch_started = Instant::now();
         let mut sums_dev = DeviceSums::new(self.setup.device, self.state.step);
-        let mut read = self.state.sums.clone();
+        // This rank's sums since the epoch (re)started; the checkpoint's are global.
+        let mut local = EpochSums::default();
         let mut last_read = Instant::now();
         for batch in batches {
-            tch::manual_seed(step_seed(config.seed, epoch, self.state.step));
-            let (loss, logits) = train_step(&self.net, &mut self.sgd, &batch, config.amp);
+            tch::manual_seed(step_seed(config.seed, self.dp.rank(), epoch, self.state.step));
+            let (loss, logits) = self.train_step(&batch)?;
             sums_dev.add(&loss, &logits, &batch.labels);
             self.state.step += 1;
             bar.inc(1);
             let done = self.state.step == steps;
             let at_plain = !crate::progress::stderr_is_terminal() && self.state.step % plain_every == 0 && !done;
-            let interrupted = stop.load(Ordering::SeqCst);
+            // Every rank stops after the same step, whichever got the signal.
+            let interrupted = self.dp.any(stop.load(Ordering::SeqCst))?;
             let at_save = config.save_every > 0 && self.state.step % config.save_every == 0;
             if last_read.elapsed() >= READ_INTERVAL || done || at_plain || interrupted || at_save {
                 last_read = Instant::now();
-                read = sums_dev
-                    .read_into(&self.state.sums, epoch_started.elapsed().as_secs_f64())
+                local = sums_dev
+                    .read_into(&EpochSums::default(), epoch_started.elapsed().as_secs_f64())
                     .map_err(|bad_step| self.non_finite_error(bad_step))?;
-                bar.set_message(format!("loss {:.4} · {:.0} img/s", read.mean_loss(), read.images_per_sec()));
+                // No collective here (reads happen at different steps on each rank): rank 0 shows
+                // its own share, a single process the whole epoch.
+                let shown = if self.dp.world_size() == 1 { self.state.sums.plus(&local) } else { local.clone() };
+                bar.set_message(format!("loss {:.4} · {:.0} img/s", shown.mean_loss(), shown.images_per_sec()));
                 if at_plain {
                     log(&format!(
                         "epoch {}/{} step {}/{steps} loss {:.4} {:.0} img/s",
                         epoch + 1,
                         config.epochs,
                         self.state.step,
-                        read.mean_loss(),
-                        read.images_per_sec()
+                        shown.mean_loss(),
+                        shown.images_per_sec()
                     ));
                 }
             }
             if (interrupted || at_save) && !done {
                 let mut snapshot = self.state.clone();
-                snapshot.sums = read.clone();
+                snapshot.sums = self.dp.global_sums(&self.state.sums, &local)?;
                 snapshot.seconds = run_started.elapsed().as_secs_f64();
-                resume::save_last(self.dir, &self.vs, &self.sgd, &mut snapshot)?;
+                if self.dp.is_main() {
+                    resume::save_last(self.dir, &self.vs, &self.sgd, &mut snapshot)?;
+                }
                 if interrupted {
                     bar.abandon();
                     return Ok(EpochEnd::Interrupted);
@@ -214,7 +314,15 @@ impl Trainer<'_> {
             }
         }
         bar.finish_and_clear();
-        Ok(EpochEnd::Finished(read))
+        Ok(EpochEnd::Finished(self.dp.global_sums(&self.state.sums, &local)?))
+    }
+
+    /// One optimisation step, as [`train_step`], with rank 0's BatchNorm buffers before the
+    /// forward pass and the gradients averaged over the ranks before the update (DDP).
+    fn train_step(&mut self, batch: &Batch) -> Result<(Tensor, Tensor)> {
+        self.dp.sync_buffers(&self.vs)?;
+        let dp = &mut *self.dp;
+        train_step_with(&self.net, &mut self.sgd, batch, self.config.amp, |sgd| dp.average_gradients(sgd))
     }
 
     fn non_finite_error(&self, bad_step: i64) -> anyhow::Error {
@@ -232,7 +340,9 @@ impl Trainer<'_> {
     fn end_epoch(&mut self, sums: EpochSums, run_started: Instant, log: &mut dyn FnMut(&str)) -> Result<()> {
         let config = self.config;
         let valid_started = Instant::now();
-        let valid = self.evaluate(&self.net, &self.subsets.valid, false);
+        // Every rank validates with rank 0's statistics, as DDP's next forward would sync them.
+        self.dp.sync_buffers(&self.vs)?;
+        let valid = self.evaluate(&self.net, &self.subsets.valid, false)?;
         let metrics = EpochMetrics {
             epoch: self.state.epoch + 1,
             train_loss: sums.mean_loss(),
@@ -241,7 +351,7 @@ impl Trainer<'_> {
             val_acc: if valid.images > 0 { valid.accuracy } else { f64::NAN },
             lr: config.lr,
             seconds: sums.train_seconds + valid_started.elapsed().as_secs_f64(),
-            images_per_sec: sums.images_per_sec(),
+            images_per_sec: sums.seen as f64 / sums.train_seconds.max(1e-9),
         };
         log(&format!(
             "epoch {}/{}: train loss {:.4}, train acc {:.2}%, val loss {:.4}, val acc {:.2}%, {:.1} s ({:.0} img/s)",
@@ -265,6 +375,9 @@ impl Trainer<'_> {
             state.best_val_acc = Some(metrics.val_acc).filter(|v| v.is_finite());
             state.best_epoch = Some(metrics.epoch);
         }
+        if !self.dp.is_main() {
+            return Ok(());
+        }
         resume::save_last(self.dir, &self.vs, &self.sgd, &mut self.state)?;
         if is_best {
             self.save_best(&Metadata::from([("epoch".to_string(), metrics.epoch.to_string())]))?;
@@ -279,29 +392,44 @@ impl Trainer<'_> {
         checkpoint::save_var_store(&self.vs, &self.dir.join(BEST_CHECKPOINT), meta).map_err(resume::explain)
     }
 
-    fn evaluate(&self, net: &AlexNet, indices: &[i64], test: bool) -> EvalResult {
+    /// Evaluates `net` on `indices` (of the test set, or of the training files): this rank's
+    /// share, then the sums of all ranks.
+    fn evaluate(&self, net: &AlexNet, indices: &[i64], test: bool) -> Result<EvalResult> {
         let data = &self.setup.data;
         let (images, labels) =
             if test { (&data.test_images, &data.test_labels) } else { (&data.train_images, &data.train_labels) };
-        let batches = Batches::new(images, labels, indices, self.config.batch_size, &self.setup.preprocess);
-        evaluation::evaluate(net, batches, self.config.amp)
+        let shard = self.dp.shard_eval(indices);
+        let batches = Batches::new(images, labels, &shard, self.config.batch_size, &self.setup.preprocess);
+        let local = if self.dp.is_main() {
+            evaluation::evaluate(net, batches, self.config.amp)
+        } else {
+            evaluation::evaluate_quietly(net, batches, self.config.amp, || {})
+        };
+        self.dp.merge_eval(local)
     }
 
     /// Tests the last model and, when it differs, the best one; writes `summary.json`.
     fn test(&self, run_started: Instant, log: &mut dyn FnMut(&str)) -> Result<Outcome> {
-        let last = self.evaluate(&self.net, &self.subsets.test, true);
-        let best_path = self.dir.join(BEST_CHECKPOINT);
-        let best = if best_path.exists() && self.state.best_epoch != self.state.history.last().map(|m| m.epoch) {
+        let last = self.evaluate(&self.net, &self.subsets.test, true)?;
+        let best_is_older =
+            self.state.best_epoch.is_some() && self.state.best_epoch != self.state.history.last().map(|m| m.epoch);
+        let best = if best_is_older {
             let (best_vs, best_net) =
                 setup::build_model(self.setup.device, self.config.num_classes, self.setup.channels_last)?;
-            checkpoint::load_var_store(&best_vs, &best_path)?;
-            self.evaluate(&best_net, &self.subsets.test, true)
+            if self.dp.is_main() {
+                checkpoint::load_var_store(&best_vs, &self.dir.join(BEST_CHECKPOINT))?;
+            }
+            let variables: std::collections::BTreeMap<String, Tensor> = best_vs.variables().into_iter().collect();
+            self.dp.broadcast_from_main(&variables.into_values().collect::<Vec<_>>())?;
+            self.evaluate(&best_net, &self.subsets.test, true)?
         } else {
             last.clone()
         };
         let best_of_run = (self.state.best_epoch, self.state.best_val_acc);
         let summary = Summary::new(&best, &last, best_of_run, self.config.epochs, run_started.elapsed().as_secs_f64());
-        run_dir::write_json(&self.dir.join(SUMMARY_FILE), &summary)?;
+        if self.dp.is_main() {
+            run_dir::write_json(&self.dir.join(SUMMARY_FILE), &summary)?;
+        }
         log(&format!(
             "test accuracy: {:.2}% (best epoch {}), {:.2}% (last epoch); {} test images; total {:.1} s",
             100.0 * summary.test_acc_best,
@@ -314,9 +442,11 @@ impl Trainer<'_> {
     }
 }
 
-/// A seed for libtorch's generator before one step: mixes the run seed and the position
-/// (SplitMix64), so dropout masks depend only on where the step is.
-fn step_seed(seed: u64, epoch: usize, step: usize) -> i64 {
+/// A seed for libtorch's generator before one step: mixes the run seed, the rank and the
+/// position (SplitMix64), so dropout masks depend only on where the step is (rank 0 draws
+/// what a single process draws).
+fn step_seed(seed: u64, rank: usize, epoch: usize, step: usize) -> i64 {
+    let seed = seed.wrapping_add((rank as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
     let mut z = seed ^ ((epoch as u64) << 32 | step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -326,10 +456,26 @@ fn step_seed(seed: u64, epoch: usize, step: usize) -> i64 {
 /// One optimisation step of the recipe: forward in train mode, cross-entropy, backward, SGD.
 /// Returns the (detached) loss and logits; nothing is read back to the host.
 pub fn train_step(net: &AlexNet, sgd: &mut Sgd, batch: &Batch, amp: bool) -> (Tensor, Tensor) {
+    match train_step_with(net, sgd, batch, amp, |_| Ok(())) {
+        Ok(outputs) => outputs,
+        Err(_) => unreachable!("a step with nothing after backward cannot fail"),
+    }
+}
+
+/// [`train_step`] with `after_backward` run on the gradients before the update (data-parallel
+/// training averages them there).
+pub fn train_step_with(
+    net: &AlexNet,
+    sgd: &mut Sgd,
+    batch: &Batch,
+    amp: bool,
+    after_backward: impl FnOnce(&Sgd) -> Result<()>,
+) -> Result<(Tensor, Tensor)> {
     let logits = tch::autocast(amp, || net.forward_t(&batch.images, true)).to_kind(Kind::Float);
     let loss = logits.cross_entropy_for_logits(&batch.labels);
     sgd.zero_grad();
     loss.backward();
+    after_backward(sgd)?;
     sgd.step();
-    (loss.detach(), logits.detach())
+    Ok((loss.detach(), logits.detach()))
 }

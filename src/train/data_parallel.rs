@@ -1,0 +1,244 @@
+//! Data-parallel training with PyTorch DDP's semantics, over [`crate::distributed`]'s c10d
+//! process group. One process ("rank") per CPU share or GPU, each with a full model:
+//!
+//! - rank 0's initial weights, buffers and momentum are broadcast at the start (and after a
+//!   resume, which only rank 0 reads from disk);
+//! - each rank reads its share of the epoch's permutation as `DistributedSampler` does (the
+//!   order padded to a multiple of the world size by repeating its start, then every
+//!   `world_size`-th position from `rank`);
+//! - BatchNorm statistics stay per rank, as DDP without SyncBatchNorm, and rank 0's buffers
+//!   are broadcast before each forward (`broadcast_buffers=True`);
+//! - gradients are averaged by bucketed all-reduce after backward, before the optimizer step;
+//! - validation and test images are sharded without padding and the sums added up, so each
+//!   image counts once.
+//!
+//! With one process every method is a no-op, and the loop is exactly the single-process one.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use tch::{nn, Kind, Tensor};
+
+use crate::data::split::EpochPlan;
+use crate::distributed::{Backend, GradientReducer, ProcessGroup, RankInfo, DEFAULT_BUCKET_BYTES};
+use crate::train::evaluation::EvalResult;
+use crate::train::metrics::EpochSums;
+use crate::train::sgd::Sgd;
+
+/// This process's place in a data-parallel job, and the group it talks through.
+pub struct DataParallel {
+    group: Option<ProcessGroup>,
+    rank: usize,
+    local_rank: usize,
+    world_size: usize,
+    reducer: Option<GradientReducer>,
+}
+
+impl DataParallel {
+    /// One process: no group, nothing to exchange.
+    pub fn single() -> Self {
+        Self { group: None, rank: 0, local_rank: 0, world_size: 1, reducer: None }
+    }
+
+    /// Joins the job `info` describes (torchrun's variables); every collective then waits at
+    /// most `timeout` for the other ranks.
+    pub fn join(info: &RankInfo, backend: Backend, timeout: Duration) -> Result<Self> {
+        if info.world_size == 1 {
+            return Ok(Self::single());
+        }
+        let group = ProcessGroup::new(info.process_group_options(backend, timeout))?;
+        Ok(Self {
+            group: Some(group),
+            rank: info.rank,
+            local_rank: info.local_rank,
+            world_size: info.world_size,
+            reducer: None,
+        })
+    }
+
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    /// This process among those of its machine (the GPU it uses).
+    pub fn local_rank(&self) -> usize {
+        self.local_rank
+    }
+
+    pub fn world_size(&self) -> usize {
+        self.world_size
+    }
+
+    /// Rank 0: the one that writes the run folder and shows progress.
+    pub fn is_main(&self) -> bool {
+        self.rank == 0
+    }
+
+    fn group(&self) -> Option<&ProcessGroup> {
+        self.group.as_ref()
+    }
+
+    /// Fails on every rank, before the first step, if any rank was started with other
+    /// `settings` (a JSON text of what must agree) than rank 0.
+    pub fn check_same_settings(&self, settings: &str) -> Result<()> {
+        let Some(group) = self.group() else { return Ok(()) };
+        group.store_set(&format!("settings/{}", self.rank), settings.as_bytes())?;
+        let main = String::from_utf8_lossy(&group.store_get("settings/0")?).into_owned();
+        if main != settings {
+            let (ours, theirs): (serde_json::Value, serde_json::Value) =
+                (serde_json::from_str(settings)?, serde_json::from_str(&main)?);
+            let differing: Vec<String> = ours
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(k, v)| theirs.get(k.as_str()) != Some(*v))
+                .map(|(k, v)| {
+                    format!("{k} = {v} here, {} on rank 0", theirs.get(k.as_str()).unwrap_or(&serde_json::Value::Null))
+                })
+                .collect();
+            bail!("rank {} was started with other settings than rank 0: {}", self.rank, differing.join("; "));
+        }
+        Ok(())
+    }
+
+    /// Rank 0's `value` on every rank (through the store; `value` is ignored elsewhere).
+    pub fn share_from_main(&self, key: &str, value: &[u8]) -> Result<Vec<u8>> {
+        let Some(group) = self.group() else { return Ok(value.to_vec()) };
+        if self.is_main() {
+            group.store_set(&format!("shared/{key}"), value)?;
+            return Ok(value.to_vec());
+        }
+        Ok(group.store_get(&format!("shared/{key}"))?)
+    }
+
+    /// Waits until every rank gets here.
+    pub fn barrier(&self) -> Result<()> {
+        if let Some(group) = self.group() {
+            group.barrier()?;
+        }
+        Ok(())
+    }
+
+    /// Copies rank 0's tensors into every rank's, in place. Tensors with other strides
+    /// (channels-last weights) travel as contiguous copies.
+    pub fn broadcast_from_main(&self, tensors: &[Tensor]) -> Result<()> {
+        let Some(group) = self.group() else { return Ok(()) };
+        tch::no_grad(|| -> Result<()> {
+            let flat: Vec<Tensor> = tensors.iter().map(|t| t.contiguous()).collect();
+            group.broadcast(&flat, 0)?;
+            for (tensor, flat) in tensors.iter().zip(&flat) {
+                if !tensor.is_contiguous() {
+                    tensor.shallow_clone().f_copy_(flat)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Rank 0's weights, buffers and momentum buffers on every rank: the start of the run.
+    /// `momentum_names`: the parameters that have a momentum buffer on rank 0.
+    pub fn broadcast_state(&self, vs: &nn::VarStore, sgd: &mut Sgd, momentum_names: &[String]) -> Result<()> {
+        if self.group.is_none() {
+            return Ok(());
+        }
+        let variables: std::collections::BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
+        self.broadcast_from_main(&variables.into_values().collect::<Vec<_>>())?;
+        if !self.is_main() && !momentum_names.is_empty() {
+            // Placeholders of the right shapes, overwritten by rank 0's buffers below.
+            let zeros = sgd
+                .parameters()
+                .into_iter()
+                .filter(|(name, _)| momentum_names.contains(name))
+                .map(|(name, p)| (name, p.zeros_like()))
+                .collect();
+            sgd.set_momentum_buffers(&zeros).map_err(anyhow::Error::msg)?;
+        }
+        let buffers = sgd.momentum_buffers();
+        if buffers.len() != momentum_names.len() {
+            bail!("rank {} has {} momentum buffers, rank 0 {}", self.rank, buffers.len(), momentum_names.len());
+        }
+        self.broadcast_from_main(&buffers.into_values().collect::<Vec<_>>())
+    }
+
+    /// Rank 0's BatchNorm buffers (running statistics, counters) on every rank, as DDP's
+    /// `broadcast_buffers=True` does before each forward.
+    pub fn sync_buffers(&self, vs: &nn::VarStore) -> Result<()> {
+        if self.group.is_none() {
+            return Ok(());
+        }
+        let mut buffers: Vec<(String, Tensor)> =
+            vs.variables().into_iter().filter(|(_, t)| !t.requires_grad()).collect();
+        buffers.sort_by(|a, b| a.0.cmp(&b.0));
+        self.broadcast_from_main(&buffers.into_iter().map(|(_, t)| t).collect::<Vec<_>>())
+    }
+
+    /// Replaces every gradient by its mean over the ranks (DDP's bucketed all-reduce).
+    pub fn average_gradients(&mut self, sgd: &Sgd) -> Result<()> {
+        let Some(group) = self.group.as_ref() else { return Ok(()) };
+        let params: Vec<Tensor> = sgd.parameters().into_iter().map(|(_, p)| p).collect();
+        if self.reducer.is_none() {
+            self.reducer = Some(GradientReducer::new(&params, DEFAULT_BUCKET_BYTES)?);
+        }
+        let reducer = self.reducer.as_mut().context("no gradient reducer")?;
+        Ok(reducer.all_reduce(group, &params)?)
+    }
+
+    /// Whether `flag` is set on any rank: a stop request (Ctrl-C, SIGTERM) reaching one rank
+    /// stops them all after the same step.
+    pub fn any(&self, flag: bool) -> Result<bool> {
+        let Some(group) = self.group() else { return Ok(flag) };
+        let t = Tensor::from(i64::from(flag));
+        group.all_reduce_sum(&t)?;
+        Ok(t.int64_value(&[]) > 0)
+    }
+
+    /// The epoch sums over all ranks: `base` (already global, from a checkpoint) plus every
+    /// rank's `local` sums since. Seconds are this rank's.
+    pub fn global_sums(&self, base: &EpochSums, local: &EpochSums) -> Result<EpochSums> {
+        let Some(group) = self.group() else { return Ok(base.plus(local)) };
+        let t = Tensor::from_slice(&[local.loss_sum, local.correct as f64, local.seen as f64]);
+        group.all_reduce_sum(&t)?;
+        let v: Vec<f64> = Vec::try_from(&t)?;
+        Ok(EpochSums {
+            loss_sum: base.loss_sum + v[0],
+            correct: base.correct + v[1] as i64,
+            seen: base.seen + v[2] as i64,
+            train_seconds: base.train_seconds + local.train_seconds,
+        })
+    }
+
+    /// This rank's share of an epoch, as `DistributedSampler(shuffle=True, drop_last=False)`
+    /// takes it from the epoch's order: padded with its own start to a multiple of the world
+    /// size, then positions `rank, rank + world_size, …`. Flips travel with their positions.
+    pub fn shard_epoch(&self, plan: EpochPlan) -> EpochPlan {
+        if self.world_size == 1 || plan.order.is_empty() {
+            return plan;
+        }
+        let total = plan.order.len().div_ceil(self.world_size) * self.world_size;
+        let padded = |i: usize| i % plan.order.len();
+        let positions: Vec<usize> = (self.rank..total).step_by(self.world_size).map(padded).collect();
+        EpochPlan {
+            order: positions.iter().map(|&p| plan.order[p]).collect(),
+            flips: positions.iter().map(|&p| plan.flips[p]).collect(),
+        }
+    }
+
+    /// This rank's evaluation images: every `world_size`-th from `rank`, no padding, so that
+    /// the ranks together see each image once.
+    pub fn shard_eval(&self, indices: &[i64]) -> Vec<i64> {
+        indices.iter().skip(self.rank).step_by(self.world_size).copied().collect()
+    }
+
+    /// The evaluation of all ranks' shards together.
+    pub fn merge_eval(&self, local: EvalResult) -> Result<EvalResult> {
+        let Some(group) = self.group() else { return Ok(local) };
+        let classes = local.confusion.len();
+        let confusion = Tensor::from_slice(&local.confusion.concat());
+        let totals = Tensor::from_slice(&[local.loss * local.images as f64, local.images as f64]);
+        group.all_reduce_sum(&confusion)?;
+        group.all_reduce_sum(&totals)?;
+        let confusion: Vec<i64> = Vec::try_from(&confusion.to_kind(Kind::Int64))?;
+        let totals: Vec<f64> = Vec::try_from(&totals)?;
+        Ok(EvalResult::from_sums(totals[1] as i64, totals[0], &confusion, classes))
+    }
+}
