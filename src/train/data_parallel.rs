@@ -207,6 +207,32 @@ impl DataParallel {
         })
     }
 
+    /// Checks DDP's invariant: every rank holds bit-identical `tensors` (weights, buffers,
+    /// momentum). Each rank hashes its bytes (XXH3) and compares with rank 0's; a difference is
+    /// an error naming the rank. Returns the number of tensors checked.
+    pub fn check_replicas(&self, tensors: &[(String, Tensor)]) -> Result<usize> {
+        let Some(group) = self.group() else { return Ok(tensors.len()) };
+        let mut hashes = Vec::with_capacity(tensors.len());
+        for (name, tensor) in tensors {
+            let host = tensor.to_device(tch::Device::Cpu).contiguous();
+            let mut bytes = vec![0u8; host.numel() * host.kind().elt_size_in_bytes()];
+            host.f_copy_data_u8(&mut bytes, host.numel())?;
+            hashes.push(format!("{name}:{:016x}", xxhash_rust::xxh3::xxh3_64(&bytes)));
+        }
+        let ours = hashes.join("\n");
+        group.store_set(&format!("replica/{}", self.rank), ours.as_bytes())?;
+        let main = String::from_utf8_lossy(&group.store_get("replica/0")?).into_owned();
+        if let Some((mine, theirs)) = ours.lines().zip(main.lines()).find(|(a, b)| a != b) {
+            bail!(
+                "rank {} has diverged from rank 0: {} differs ({mine} here, {theirs} on rank 0)",
+                self.rank,
+                mine.split(':').next().unwrap_or("a tensor")
+            );
+        }
+        group.barrier()?;
+        Ok(tensors.len())
+    }
+
     /// This rank's share of an epoch, as `DistributedSampler(shuffle=True, drop_last=False)`
     /// takes it from the epoch's order: padded with its own start to a multiple of the world
     /// size, then positions `rank, rank + world_size, …`. Flips travel with their positions.

@@ -237,6 +237,16 @@ impl Trainer<'_> {
             resume::save_last(self.dir, &self.vs, &self.sgd, &mut self.state)?;
             self.save_best(&Metadata::new())?;
         }
+        if self.dp.world_size() > 1 {
+            let mut tensors: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
+            tensors.extend(self.sgd.momentum_buffers().into_iter().map(|(k, v)| (format!("momentum.{k}"), v)));
+            tensors.sort_by(|a, b| a.0.cmp(&b.0));
+            let checked = self.dp.check_replicas(&tensors)?;
+            log(&format!(
+                "All {} ranks hold bit-identical weights, buffers and momentum ({checked} tensors)",
+                self.dp.world_size()
+            ));
+        }
         self.test(run_started, log)
     }
 
