@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -170,30 +169,8 @@ fn spawn_train(args: &[&str]) -> (std::process::Child, std::sync::mpsc::Receiver
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = common::line_channel(child.stdout.take().unwrap());
     (child, rx)
-}
-
-fn wait_for_line(rx: &std::sync::mpsc::Receiver<String>, needle: &str, lines: &mut Vec<String>) {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while Instant::now() < deadline {
-        if let Ok(line) = rx.recv_timeout(Duration::from_secs(1)) {
-            let found = line.contains(needle);
-            lines.push(line);
-            if found {
-                return;
-            }
-        }
-    }
-    panic!("no line with {needle:?} within 300 s; got {lines:?}");
 }
 
 /// A stop signal ends the run within a step with a consistent checkpoint and exit code
@@ -211,7 +188,7 @@ fn signal_stops_cleanly_and_resume_matches_the_uninterrupted_run(signal: &str, c
     let (mut child, rx) = spawn_train(&with_flags(cpu_train_args(d, c), &extra));
     let mut lines = Vec::new();
     // Not a terminal: the trainer prints a plain progress line at each quarter of the epoch.
-    wait_for_line(&rx, "epoch 1/1 step 2/8", &mut lines);
+    common::wait_for_line(&rx, "epoch 1/1 step 2/8", &mut lines);
     let sent = Instant::now();
     Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().unwrap();
     let status = child.wait().unwrap();
@@ -258,7 +235,7 @@ fn sigkill_while_saving_never_leaves_a_broken_checkpoint() {
     let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
     let (mut child, rx) = spawn_train(&with_flags(cpu_train_args(d, o), &["--limit-train", "48", "--save-every", "1"]));
     let mut lines = Vec::new();
-    wait_for_line(&rx, "Split (", &mut lines);
+    common::wait_for_line(&rx, "Split (", &mut lines);
     // Each step writes ~470 MB of checkpoint; kill at different points of those writes.
     let deadline = Instant::now() + Duration::from_secs(300);
     while !out.join("last.safetensors").exists() && Instant::now() < deadline {
@@ -277,7 +254,7 @@ fn sigkill_while_saving_never_leaves_a_broken_checkpoint() {
     for _ in 0..3 {
         let (mut child, rx) = spawn_train(&["--resume", o]);
         let mut lines = Vec::new();
-        wait_for_line(&rx, "Resuming", &mut lines);
+        common::wait_for_line(&rx, "Resuming", &mut lines);
         let deadline = Instant::now() + Duration::from_secs(120);
         while common::temporary_files(&out).is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));

@@ -194,3 +194,32 @@ pub fn with_flags<'a>(mut args: Vec<&'a str>, overrides: &[&'a str]) -> Vec<&'a 
     }
     args
 }
+
+/// The lines a child writes to `stdout`, as they come, on a channel.
+pub fn line_channel(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits (at most 300 s) for a line containing `needle`, collecting every line into `lines`.
+pub fn wait_for_line(rx: &std::sync::mpsc::Receiver<String>, needle: &str, lines: &mut Vec<String>) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while std::time::Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(1)) {
+            let found = line.contains(needle);
+            lines.push(line);
+            if found {
+                return;
+            }
+        }
+    }
+    panic!("no line with {needle:?} within 300 s; got {lines:?}");
+}
