@@ -32,12 +32,14 @@ pub struct DataParallel {
     local_rank: usize,
     world_size: usize,
     reducer: Option<GradientReducer>,
+    /// Time spent averaging gradients since [`DataParallel::take_allreduce_time`] last ran.
+    allreduce_time: Duration,
 }
 
 impl DataParallel {
     /// One process: no group, nothing to exchange.
     pub fn single() -> Self {
-        Self { group: None, rank: 0, local_rank: 0, world_size: 1, reducer: None }
+        Self { group: None, rank: 0, local_rank: 0, world_size: 1, reducer: None, allreduce_time: Duration::ZERO }
     }
 
     /// Joins the job `info` describes (torchrun's variables); every collective then waits at
@@ -53,6 +55,7 @@ impl DataParallel {
             local_rank: info.local_rank,
             world_size: info.world_size,
             reducer: None,
+            allreduce_time: Duration::ZERO,
         })
     }
 
@@ -180,7 +183,15 @@ impl DataParallel {
             self.reducer = Some(GradientReducer::new(&params, DEFAULT_BUCKET_BYTES)?);
         }
         let reducer = self.reducer.as_mut().context("no gradient reducer")?;
-        Ok(reducer.all_reduce(group, &params)?)
+        let started = std::time::Instant::now();
+        reducer.all_reduce(group, &params)?;
+        self.allreduce_time += started.elapsed();
+        Ok(())
+    }
+
+    /// The time spent averaging gradients since the last call (zero for one process).
+    pub fn take_allreduce_time(&mut self) -> Duration {
+        std::mem::take(&mut self.allreduce_time)
     }
 
     /// Whether `flag` is set on any rank: a stop request (Ctrl-C, SIGTERM) reaching one rank

@@ -22,6 +22,12 @@ pub struct EpochMetrics {
     pub lr: f64,
     pub seconds: f64,
     pub images_per_sec: f64,
+    /// Data-parallel runs: rank 0's seconds spent averaging gradients over the ranks this
+    /// epoch, and its steps (absent for one process).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allreduce_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<usize>,
 }
 
 /// Reads `null` (how serde_json writes NaN) back as NaN.

@@ -94,6 +94,8 @@ mod tests {
                 lr: 0.005,
                 seconds: 1.0,
                 images_per_sec: 1.0,
+                allreduce_seconds: None,
+                steps: None,
             })
             .collect()
     }

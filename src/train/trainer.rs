@@ -349,6 +349,9 @@ impl Trainer<'_> {
     /// Validates, records the epoch's metrics, and saves the checkpoints and curves.
     fn end_epoch(&mut self, sums: EpochSums, run_started: Instant, log: &mut dyn FnMut(&str)) -> Result<()> {
         let config = self.config;
+        let allreduce = self.dp.take_allreduce_time();
+        // Each rank's share of the epoch (DistributedSampler pads it to equal lengths).
+        let steps = split::steps_per_epoch(self.subsets.train.len().div_ceil(self.dp.world_size()), config.batch_size);
         let valid_started = Instant::now();
         // Every rank validates with rank 0's statistics, as DDP's next forward would sync them.
         self.dp.sync_buffers(&self.vs)?;
@@ -362,6 +365,8 @@ impl Trainer<'_> {
             lr: config.lr,
             seconds: sums.train_seconds + valid_started.elapsed().as_secs_f64(),
             images_per_sec: sums.seen as f64 / sums.train_seconds.max(1e-9),
+            allreduce_seconds: (self.dp.world_size() > 1).then(|| allreduce.as_secs_f64()),
+            steps: (self.dp.world_size() > 1).then_some(steps),
         };
         log(&format!(
             "epoch {}/{}: train loss {:.4}, train acc {:.2}%, val loss {:.4}, val acc {:.2}%, {:.1} s ({:.0} img/s)",
