@@ -14,8 +14,9 @@
 //!   fails with a message that says so.
 //! - `src/ffi/nccl.cpp` (ProcessGroupNCCL), in the same archive, only where `libtorch_cuda.so`,
 //!   `nccl.h` (`$NCCL_INCLUDE_DIR`, or the wheel's `nvidia/nccl/include`) and the CUDA
-//!   toolkit's headers (`$CUDA_HOME/include`, `/usr/local/cuda/include`: the wheel's CUDA
-//!   runtime package lacks `crt/host_config.h`) are all there, and only if it compiles
+//!   toolkit's headers (`$CUDA_HOME/include`, the wheel's `nvidia/cu13/include` once
+//!   `scripts/setup` has added NVIDIA's `nvidia-cuda-crt` to it, `/usr/local/cuda/include`: the
+//!   wheel's CUDA runtime package lacks `crt/host_config.h`) are all there, and only if it compiles
 //!   (`TCH_ALEXNET_NO_NCCL=1` skips it); otherwise NCCL is left out with a cargo warning, and
 //!   creating a NCCL process group fails with a message.
 
@@ -139,10 +140,11 @@ fn build_nccl(libtorch: &Path, base: &dyn Fn() -> cc::Build) -> Option<Vec<PathB
         .chain([site_packages.join("nvidia/nccl/include"), PathBuf::from("/usr/include")])
         .find(|dir| dir.join("nccl.h").is_file());
     // ProcessGroupNCCL's headers include the CUDA runtime's, which need the toolkit's crt/.
+    // scripts/setup adds them to the wheel's own headers (nvidia-cuda-crt).
     let cuda = env_dir("CUDA_HOME")
         .map(|home| home.join("include"))
         .into_iter()
-        .chain([PathBuf::from("/usr/local/cuda/include")])
+        .chain([site_packages.join("nvidia/cu13/include"), PathBuf::from("/usr/local/cuda/include")])
         .find(|dir| dir.join("crt/host_config.h").is_file());
     let (Some(nccl), Some(cuda)) = (nccl, cuda) else {
         return None;
