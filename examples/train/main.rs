@@ -216,7 +216,7 @@ fn run() -> Result<ExitCode> {
     }
     let mut config = config;
     let mut dp = match &rank {
-        Some(info) if info.world_size > 1 => join_job(&mut config, info, &args)?,
+        Some(info) => join_job(&mut config, info, &args)?,
         _ => DataParallel::single(),
     };
     let main = dp.is_main();

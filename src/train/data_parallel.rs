@@ -43,11 +43,9 @@ impl DataParallel {
     }
 
     /// Joins the job `info` describes (torchrun's variables); every collective then waits at
-    /// most `timeout` for the other ranks.
+    /// most `timeout` for the other ranks. A world of one still gets its group, as under
+    /// `torchrun --nproc-per-node 1` (every collective is then trivial).
     pub fn join(info: &RankInfo, backend: Backend, timeout: Duration) -> Result<Self> {
-        if info.world_size == 1 {
-            return Ok(Self::single());
-        }
         let group = ProcessGroup::new(info.process_group_options(backend, timeout))?;
         Ok(Self {
             group: Some(group),
