@@ -336,7 +336,7 @@ proptest! {
         for start in (0..len).step_by(RECORD_BYTES) {
             bytes[start] %= 10;
         }
-        let whole = len > 0 && len % RECORD_BYTES == 0;
+        let whole = len > 0 && len.is_multiple_of(RECORD_BYTES);
         let bad_record = bad_label.filter(|_| whole).map(|(at, label)| {
             let record = at.index(len / RECORD_BYTES);
             bytes[record * RECORD_BYTES] = label;

@@ -269,10 +269,10 @@ fn join_job(config: &mut TrainConfig, info: &distributed::RankInfo, args: &Args)
 /// folder and (without --threads) an equal share of the cores.
 fn launch_ranks(args: &Args, matches: &clap::ArgMatches, run: &RunDir) -> Result<ExitCode> {
     let mut rank_args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
-    if args.resume.is_none() || args.resume.as_ref().is_some_and(|r| r.is_file()) {
-        if matches.value_source("out") != Some(ValueSource::CommandLine) {
-            rank_args.extend(["--out".into(), run.path.clone().into_os_string()]);
-        }
+    // A new run folder (not a resumed one): every rank must be told the same one.
+    let new_folder = args.resume.as_ref().is_none_or(|r| r.is_file());
+    if new_folder && matches.value_source("out") != Some(ValueSource::CommandLine) {
+        rank_args.extend(["--out".into(), run.path.clone().into_os_string()]);
     }
     if matches.value_source("threads") != Some(ValueSource::CommandLine) {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());

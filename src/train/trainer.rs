@@ -286,10 +286,10 @@ impl Trainer<'_> {
             self.state.step += 1;
             bar.inc(1);
             let done = self.state.step == steps;
-            let at_plain = !crate::progress::stderr_is_terminal() && self.state.step % plain_every == 0 && !done;
+            let at_plain = !crate::progress::stderr_is_terminal() && self.state.step.is_multiple_of(plain_every) && !done;
             // Every rank stops after the same step, whichever got the signal.
             let interrupted = self.dp.any(stop.load(Ordering::SeqCst))?;
-            let at_save = config.save_every > 0 && self.state.step % config.save_every == 0;
+            let at_save = config.save_every > 0 && self.state.step.is_multiple_of(config.save_every);
             if last_read.elapsed() >= READ_INTERVAL || done || at_plain || interrupted || at_save {
                 last_read = Instant::now();
                 local = sums_dev
@@ -365,7 +365,7 @@ impl Trainer<'_> {
             lr: config.lr,
             seconds: sums.train_seconds + valid_started.elapsed().as_secs_f64(),
             images_per_sec: sums.seen as f64 / sums.train_seconds.max(1e-9),
-            allreduce_seconds: (self.dp.world_size() > 1).then(|| allreduce.as_secs_f64()),
+            allreduce_seconds: (self.dp.world_size() > 1).then_some(allreduce.as_secs_f64()),
             steps: (self.dp.world_size() > 1).then_some(steps),
         };
         log(&format!(
