@@ -56,6 +56,13 @@ def main():
         ratio = r / t if r and t else float("nan")
         ratios[key] = ratio
         lines.append(f"| {label} | {r:.1f} | {t:.1f} | {ratio:.2f}{'' if higher_better else ' (lower is better)'} |")
+    # Reading the model's weights: the same tensors from .pth and from .safetensors (Rust only).
+    pth, st = rust.get("checkpoint_load_seconds_pth"), rust.get("checkpoint_load_seconds_safetensors")
+    if pth and st:
+        ratios["checkpoint_load_pth_over_safetensors"] = pth / st
+        mb = rust.get("checkpoint_bytes_pth", 0) / 1e6
+        lines.append(f"| checkpoint load, .pth vs .safetensors (s), {mb:.0f} MB | {pth:.3f} vs {st:.3f} | – "
+                     f"| {pth / st:.2f} (.pth / .safetensors, lower is better) |")
     others = [json.load(open(path)) for path in a.other]
     for other in others:
         for label, key in [("training step", "train_images_per_sec"), ("evaluation", "eval_images_per_sec")]:

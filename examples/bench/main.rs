@@ -1,4 +1,5 @@
-//! Throughput of this crate's training step, evaluation, data pipeline and loader, as JSON.
+//! Throughput of this crate's training step, evaluation, data pipeline and loader, and the
+//! time to read the model's weights from `.pth` and from `.safetensors`, as JSON.
 //! Run by `scripts/bench`, which runs the PyTorch original beside it and writes the table.
 
 use std::path::PathBuf;
@@ -7,17 +8,19 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use tch::nn::ModuleT;
-use tch::Device;
+use tch::nn::{self, ModuleT};
+use tch::{Device, Tensor};
 use tch_alexnet::data::batches::Batches;
 use tch_alexnet::data::{cifar, split, transforms};
+use tch_alexnet::formats::state_dict;
 use tch_alexnet::train::sgd::Sgd;
 use tch_alexnet::train::{self as training, TrainConfig};
 
 tch_alexnet::use_jemalloc!();
 
-/// Measure images per second of the training step, evaluation and data pipeline, and the data
-/// set load time (medians of --reps repetitions after a warm-up).
+/// Measure images per second of the training step, evaluation and data pipeline, the data set
+/// load time, and the checkpoint load time from .pth and .safetensors (medians of --reps
+/// repetitions after a warm-up).
 #[derive(Parser, Debug)]
 #[command(about)]
 struct Args {
@@ -59,6 +62,10 @@ struct Args {
     /// Write the JSON here instead of standard output.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Measure only the checkpoint load (.pth vs .safetensors, the full model's weights):
+    /// seconds instead of minutes, and no data set needed.
+    #[arg(long)]
+    only_checkpoint_load: bool,
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -93,9 +100,81 @@ fn time_images(reps: usize, images_per_rep: usize, device: Device, mut work: imp
         .collect()
 }
 
+/// Seconds of one call of `work`; what it returns is dropped outside the timing.
+fn time_read<T>(work: impl FnOnce() -> Result<T>) -> Result<f64> {
+    let t = Instant::now();
+    let value = work()?;
+    let secs = t.elapsed().as_secs_f64();
+    drop(value);
+    Ok(secs)
+}
+
+/// Reading the model's weights with `formats::state_dict::load_state_dict` (what every
+/// `--checkpoint` and `--init-from` does), from the same tensors written once as .safetensors
+/// and once as .pth. Each file is read once untimed first, so that both come from the page
+/// cache; the timed reads alternate, so that both see the same machine.
+fn checkpoint_load(vs: &nn::VarStore, reps: usize) -> Result<serde_json::Value> {
+    let dir = std::env::temp_dir().join(format!("tch-alexnet-bench-checkpoint-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let measured = (|| {
+        let tensors: std::collections::BTreeMap<String, Tensor> =
+            vs.variables().into_iter().map(|(k, v)| (k, v.to_device(Device::Cpu).contiguous())).collect();
+        let (st, pth) = (dir.join("weights.safetensors"), dir.join("weights.pth"));
+        state_dict::save_state_dict(&st, &tensors)?;
+        state_dict::save_state_dict(&pth, &tensors)?;
+        drop(tensors);
+        let bytes = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        let (mut st_runs, mut pth_runs) = (Vec::new(), Vec::new());
+        for rep in 0..=reps {
+            let st_secs = time_read(|| Ok(state_dict::load_state_dict(&st, None)?))?;
+            let pth_secs = time_read(|| Ok(state_dict::load_state_dict(&pth, None)?))?;
+            if rep > 0 {
+                st_runs.push(st_secs);
+                pth_runs.push(pth_secs);
+            }
+        }
+        let (st_secs, pth_secs) = (median(st_runs.clone()), median(pth_runs.clone()));
+        eprintln!(
+            "checkpoint load: .pth {pth_secs:.3} s, .safetensors {st_secs:.3} s ({:.2}×, {:.0} MB)",
+            pth_secs / st_secs,
+            bytes(&pth) as f64 / 1e6
+        );
+        Ok::<_, anyhow::Error>(serde_json::json!({
+            "checkpoint_bytes_safetensors": bytes(&st),
+            "checkpoint_bytes_pth": bytes(&pth),
+            "checkpoint_load_seconds_safetensors": st_secs,
+            "checkpoint_load_safetensors_runs": st_runs,
+            "checkpoint_load_seconds_pth": pth_secs,
+            "checkpoint_load_pth_runs": pth_runs,
+            "checkpoint_load_ratio_pth_over_safetensors": pth_secs / st_secs,
+        }))
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    measured
+}
+
+/// Writes the report to --json, or standard output.
+fn write_report(args: &Args, report: &serde_json::Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(report)? + "\n";
+    match &args.json {
+        Some(p) => std::fs::write(p, text).with_context(|| format!("cannot write {}", p.display()))?,
+        None => print!("{text}"),
+    }
+    Ok(())
+}
+
 fn run() -> Result<()> {
     let args = Args::parse();
     tch_alexnet::ffi::set_onednn_enabled(args.onednn)?;
+    if args.only_checkpoint_load {
+        tch::set_num_threads(args.threads as i32);
+        tch::manual_seed(1);
+        let (vs, _net) = training::build_model(Device::Cpu, 10, false)?;
+        let mut report = checkpoint_load(&vs, args.reps)?;
+        report["implementation"] = "rust (tch 0.26, libtorch 2.13.0)".into();
+        report["threads"] = args.threads.into();
+        return write_report(&args, &report);
+    }
     let data_dir = match &args.data_dir {
         Some(d) => d.clone(),
         None => {
@@ -200,7 +279,11 @@ fn run() -> Result<()> {
         secs
     };
 
-    let report = serde_json::json!({
+    // 5. Checkpoint load, .pth vs .safetensors, of the weights trained above (after the
+    // peak-memory reading: it holds two copies of the weights besides the model).
+    let checkpoint = checkpoint_load(&vs, args.reps)?;
+
+    let mut report = serde_json::json!({
         "implementation": "rust (tch 0.26, libtorch 2.13.0)",
         "device": tch_alexnet::device::device_name(device),
         "threads": args.threads,
@@ -219,12 +302,10 @@ fn run() -> Result<()> {
         "load_seconds_tch_load_dir": tch_load_seconds,
         "peak_rss_mb": peak,
     });
-    let text = serde_json::to_string_pretty(&report)? + "\n";
-    match &args.json {
-        Some(p) => std::fs::write(p, text).with_context(|| format!("cannot write {}", p.display()))?,
-        None => print!("{text}"),
+    if let (Some(report), serde_json::Value::Object(checkpoint)) = (report.as_object_mut(), checkpoint) {
+        report.extend(checkpoint);
     }
-    Ok(())
+    write_report(&args, &report)
 }
 
 fn main() -> ExitCode {

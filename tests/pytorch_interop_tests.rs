@@ -1,0 +1,341 @@
+//! Runs that cross between PyTorch and this crate, both ways: a PyTorch training checkpoint
+//! continued here step for step, ours continued in PyTorch, the CLI's `.pth` paths (`convert`,
+//! `train --resume FILE.pth`, `train --init-from`), and `evaluate`/`predict`/`convert` on a
+//! file PyTorch wrote.
+//!
+//! Every PyTorch file is made at test time by tests/fixtures/pytorch_interop.py, run with the
+//! setup's Python; without one these tests say SKIPPED (and fail under
+//! `TCH_ALEXNET_REQUIRE_ALL=1`).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use common::{assert_clean_failure, cpu_train_args, example_bin, run_bin, synthetic_data_dir, with_flags};
+use tch::nn::{self, ModuleT};
+use tch::{Device, Kind, Tensor};
+use tch_alexnet::formats::safetensors as checkpoint;
+use tch_alexnet::formats::training_checkpoint::{SgdSettings, TrainingCheckpoint};
+use tch_alexnet::model;
+use tch_alexnet::train::resume;
+use tch_alexnet::train::run_dir::{RunDir, Start};
+use tch_alexnet::train::sgd::{Sgd, SgdConfig};
+
+/// The largest difference allowed between the two sides after three SGD steps.
+const TOLERANCE: f64 = 1e-5;
+
+/// Runs tests/fixtures/pytorch_interop.py with `args`; panics with its stderr on failure and
+/// returns its stdout.
+fn interop(python: &Path, args: &[&str]) -> String {
+    let out = Command::new(python)
+        .arg(common::project_root().join("tests/fixtures/pytorch_interop.py"))
+        .args(args)
+        .output()
+        .expect("cannot start the reference Python");
+    assert!(out.status.success(), "pytorch_interop.py {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Three batches of four random 227×227 images (`b1_images`, `b1_labels`, … `b3_labels`),
+/// written to `dir/batches.safetensors`.
+fn batches(dir: &Path) -> (PathBuf, BTreeMap<String, Tensor>) {
+    tch::manual_seed(12);
+    let mut tensors = BTreeMap::new();
+    for (i, labels) in [[3i64, 7, 0, 9], [1, 1, 4, 8], [2, 6, 5, 0]].iter().enumerate() {
+        tensors.insert(format!("b{}_images", i + 1), Tensor::randn([4, 3, 227, 227], (Kind::Float, Device::Cpu)));
+        tensors.insert(format!("b{}_labels", i + 1), Tensor::from_slice(labels));
+    }
+    let path = dir.join("batches.safetensors");
+    checkpoint::save_tensors(&path, tensors.iter().map(|(k, v)| (k.as_str(), v)), &Default::default()).unwrap();
+    (path, tensors)
+}
+
+/// A fresh model (seeded, dropout off, contiguous layout) as the parity tests use.
+fn fresh_model(seed: i64) -> (nn::VarStore, model::AlexNet) {
+    tch::manual_seed(seed);
+    let (vs, net) = tch_alexnet::train::build_model(Device::Cpu, 10, false).unwrap();
+    (vs, net.with_dropout(0.0))
+}
+
+/// One SGD step on batch `name` (`b1`, `b2`, `b3`), as the trainer takes it.
+fn step(net: &model::AlexNet, sgd: &mut Sgd, batches: &BTreeMap<String, Tensor>, name: &str) {
+    sgd.zero_grad();
+    let logits = net.forward_t(&batches[&format!("{name}_images")], true);
+    logits.cross_entropy_for_logits(&batches[&format!("{name}_labels")]).backward();
+    sgd.step();
+}
+
+/// Weights, BatchNorm buffers and momentum buffers against PyTorch's after three steps
+/// (`state3.safetensors`, `momentum3.safetensors` in `torch_dir`).
+fn assert_matches_pytorch(what: &str, vs: &nn::VarStore, sgd: &Sgd, torch_dir: &Path) {
+    let torch_state = common::tensors(&torch_dir.join("state3.safetensors"));
+    let state: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
+    assert_eq!(state.keys().collect::<Vec<_>>(), torch_state.keys().collect::<Vec<_>>(), "{what}: state keys");
+    let mut worst = 0f64;
+    for (name, t) in &state {
+        assert_eq!(t.kind(), torch_state[name].kind(), "{what}: dtype of {name}");
+        let diff = common::max_abs_diff(t, &torch_state[name]);
+        worst = worst.max(diff);
+        assert!(diff <= TOLERANCE, "{what}: {name} differs from PyTorch's by {diff:.3e}");
+    }
+    for block in ["conv_block1", "conv_block5"] {
+        assert_eq!(state[&format!("{block}.1.num_batches_tracked")].int64_value(&[]), 3, "{what}: {block}");
+    }
+    let torch_momentum = common::tensors(&torch_dir.join("momentum3.safetensors"));
+    let momentum = sgd.momentum_buffers();
+    assert_eq!(momentum.len(), model::parameter_names().len(), "{what}: momentum buffers");
+    assert_eq!(momentum.keys().collect::<Vec<_>>(), torch_momentum.keys().collect::<Vec<_>>(), "{what}: momentum");
+    for (name, t) in &momentum {
+        let diff = common::max_abs_diff(t, &torch_momentum[name]);
+        worst = worst.max(diff);
+        assert!(diff <= TOLERANCE, "{what}: momentum of {name} differs from PyTorch's by {diff:.3e}");
+    }
+    eprintln!("{what}: weights, BatchNorm buffers and momentum after 3 steps vs PyTorch: max |diff| = {worst:.3e}");
+}
+
+/// PyTorch takes two steps and saves `{'model', 'optimizer', 'epoch': 2}`; the trainer's own
+/// start-up path (`resume::initial_state` with `Start::PytorchCheckpoint`) loads it and the
+/// third step here lands where PyTorch's third step does.
+#[test]
+fn a_pytorch_training_checkpoint_continues_here_step_for_step() {
+    let python = require_reference_python!();
+    let dir = tempfile::tempdir().unwrap();
+    let (batches_path, batches) = batches(dir.path());
+    let (init_vs, _) = fresh_model(11);
+    let init = dir.path().join("init.safetensors");
+    checkpoint::save_var_store(&init_vs, &init, &Default::default()).unwrap();
+    let torch_dir = dir.path().join("torch");
+    std::fs::create_dir(&torch_dir).unwrap();
+    interop(&python, &["steps-then-save", s(&init), s(&batches_path), s(&torch_dir)]);
+    let ckpt_path = torch_dir.join("ckpt.pth");
+
+    // What the file holds, through the library's reader.
+    let ckpt = TrainingCheckpoint::read_pytorch(&ckpt_path, &model::parameter_names()).unwrap();
+    assert_eq!(ckpt.epoch, 2);
+    assert_eq!(ckpt.sgd, SgdSettings { lr: 0.005, momentum: 0.9, weight_decay: 0.005 });
+    assert_eq!(ckpt.momentum.len(), model::parameter_names().len());
+    assert_eq!(ckpt.model.len(), init_vs.variables().len());
+
+    // The trainer's path: settings from the file, then initial_state.
+    let (vs, net) = fresh_model(99);
+    let config = resume::pytorch_checkpoint_sgd(&ckpt_path).unwrap();
+    assert_eq!(config, SgdConfig { lr: 0.005, momentum: 0.9, weight_decay: 0.005 });
+    let mut sgd = Sgd::new(&vs, config);
+    let run =
+        RunDir { start: Start::PytorchCheckpoint { path: ckpt_path.clone() }, ..RunDir::new(dir.path().join("run")) };
+    let mut log = Vec::new();
+    let state = resume::initial_state(&run, &vs, &mut sgd, &mut |line| log.push(line.to_string())).unwrap();
+    assert_eq!((state.epoch, state.step), (2, 0), "the run continues after the file's epoch");
+    assert!(log.iter().any(|l| l.contains("after epoch 2")), "{log:?}");
+    assert_eq!(vs.variables()["conv_block1.1.num_batches_tracked"].int64_value(&[]), 2);
+
+    step(&net, &mut sgd, &batches, "b3");
+    assert_matches_pytorch("PyTorch 2 steps + Rust 1", &vs, &sgd, &torch_dir);
+}
+
+/// The other way: two steps here, `TrainingCheckpoint::write_pytorch`, and PyTorch continues
+/// it (`torch.load` with weights_only, strict `load_state_dict` of model and optimizer, the
+/// SGD settings taken from the file) to where the third step here lands.
+#[test]
+fn a_training_checkpoint_written_here_continues_in_pytorch_step_for_step() {
+    let python = require_reference_python!();
+    let dir = tempfile::tempdir().unwrap();
+    let (batches_path, batches) = batches(dir.path());
+    let (vs, net) = fresh_model(11);
+    // Settings other than the recipe's and PyTorch's constructor arguments, so that the file's
+    // are seen to be used.
+    let config = SgdConfig { lr: 0.01, momentum: 0.8, weight_decay: 0.001 };
+    let mut sgd = Sgd::new(&vs, config);
+    step(&net, &mut sgd, &batches, "b1");
+    step(&net, &mut sgd, &batches, "b2");
+    let ckpt = TrainingCheckpoint {
+        model: vs.variables().into_iter().collect(),
+        momentum: sgd.momentum_buffers(),
+        sgd: SgdSettings { lr: config.lr, momentum: config.momentum, weight_decay: config.weight_decay },
+        epoch: 2,
+    };
+    let ckpt_path = dir.path().join("rust.pth");
+    ckpt.write_pytorch(&ckpt_path, &model::parameter_names()).unwrap();
+    // The file's tensors are written now: the step below may change the model's in place.
+    drop(ckpt);
+    let torch_dir = dir.path().join("torch");
+    std::fs::create_dir(&torch_dir).unwrap();
+    let (lr, momentum, wd) = (config.lr.to_string(), config.momentum.to_string(), config.weight_decay.to_string());
+    interop(&python, &["continue", s(&ckpt_path), s(&batches_path), s(&torch_dir), &lr, &momentum, &wd, "2"]);
+
+    step(&net, &mut sgd, &batches, "b3");
+    assert_matches_pytorch("Rust 2 steps + PyTorch 1", &vs, &sgd, &torch_dir);
+}
+
+/// A one-epoch run on the synthetic set (lr 0.002, not the default, so that a value taken from
+/// a file is told apart), shared by the CLI tests; written once per test process.
+fn base_run() -> &'static Path {
+    static RUN: OnceLock<PathBuf> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pytorch-interop-run");
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        let run = root.join("run");
+        let data = synthetic_data_dir();
+        let args = with_flags(cpu_train_args(s(&data), s(&run)), &["--lr", "0.002"]);
+        let f = run_bin(&example_bin("train"), &args);
+        assert_eq!(f.code, Some(0), "the base run failed:\n{}\n{}", f.stdout, f.stderr);
+        run
+    })
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// `convert RUN_DIR out.pth` loads strictly in PyTorch; `train --resume out.pth` continues it
+/// in a new run folder with the file's settings (and refuses a contradicting --lr);
+/// `train --init-from` takes bare, nested (`--key`) and `module.`-prefixed state dicts, and
+/// names the candidates of an ambiguous file.
+#[test]
+fn cli_moves_runs_between_pytorch_and_here() {
+    let python = require_reference_python!();
+    let dir = tempfile::tempdir().unwrap();
+    let data = synthetic_data_dir();
+    let (train, convert) = (example_bin("train"), example_bin("convert"));
+    let run = base_run();
+
+    let pth = dir.path().join("out.pth");
+    let f = run_bin(&convert, &[s(run), s(&pth)]);
+    assert_eq!(f.code, Some(0), "{}", f.stderr);
+    assert!(f.stdout.contains("training checkpoint after epoch 1"), "{}", f.stdout);
+    let checked = interop(&python, &["check-training-checkpoint", s(&pth)]);
+    assert!(checked.starts_with("OK epoch 1 lr 0.002 momentum buffers 26"), "{checked}");
+
+    // Continue it here: epoch 2 of 2, in a new run folder, with the file's lr.
+    let new = dir.path().join("continued");
+    let args = [with_flags(cpu_train_args(s(&data), s(&new)), &["--epochs", "2"]), vec!["--resume", s(&pth)]].concat();
+    let f = run_bin(&train, &args);
+    assert_eq!(f.code, Some(0), "{}\n{}", f.stdout, f.stderr);
+    assert!(f.stdout.contains("Continuing the PyTorch run") && f.stdout.contains("after epoch 1"), "{}", f.stdout);
+    let lines = common::metrics(&new);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["epoch"], 2);
+    assert_eq!(read_json(&new.join("config.json"))["lr"].as_f64(), Some(0.002));
+    for file in ["last.safetensors", "last.optim.safetensors", "best.safetensors", "summary.json"] {
+        assert!(new.join(file).exists(), "{file} missing in the continued run");
+    }
+
+    // A flag that contradicts the file is refused, and nothing is written.
+    let refused = dir.path().join("refused");
+    let args = [cpu_train_args(s(&data), s(&refused)), vec!["--resume", s(&pth), "--lr", "0.1"]].concat();
+    let f = run_bin(&train, &args);
+    assert_clean_failure(&f, "--lr");
+    assert!(!refused.exists(), "a refused run left a folder");
+
+    // --init-from: PyTorch state dicts, bare, nested and DataParallel's.
+    let files = dir.path().join("state_dicts");
+    std::fs::create_dir(&files).unwrap();
+    interop(&python, &["state-dicts", s(&files)]);
+    let given = common::tensors(&files.join("weights.safetensors"));
+    // One step (8 images, batch 8): the BatchNorm counter PyTorch left at 1 is then 2.
+    for (name, key) in [("bare.pth", None), ("nested.pth", Some("model")), ("module.pth", None)] {
+        let out = dir.path().join(format!("init-{name}"));
+        let file = files.join(name);
+        let mut args = with_flags(cpu_train_args(s(&data), s(&out)), &["--limit-train", "8"]);
+        args.extend(["--init-from", s(&file)]);
+        if let Some(key) = key {
+            args.extend(["--key", key]);
+        }
+        let f = run_bin(&train, &args);
+        assert_eq!(f.code, Some(0), "--init-from {name}: {}\n{}", f.stdout, f.stderr);
+        assert!(f.stdout.contains("Starting from the weights in"), "{}", f.stdout);
+        assert_eq!(common::metrics(&out).len(), 1, "--init-from {name}");
+        let last = common::tensors(&out.join("last.safetensors"));
+        for block in ["conv_block1", "conv_block4"] {
+            let counter = format!("{block}.1.num_batches_tracked");
+            assert_eq!(given[&counter].int64_value(&[]), 1);
+            assert_eq!(last[&counter].int64_value(&[]), 2, "--init-from {name}: {counter}");
+        }
+        // One step at lr 0.005 moves the weights a little, not by a fresh init's distance.
+        let moved = common::max_abs_diff(&last["fc2.1.weight"], &given["fc2.1.weight"]);
+        assert!(moved < 1e-3, "--init-from {name}: fc2 moved by {moved}");
+    }
+
+    // Two state dicts and no --key: the error names both.
+    let ambiguous = files.join("ambiguous.pth");
+    let out = dir.path().join("init-ambiguous");
+    let args = [cpu_train_args(s(&data), s(&out)), vec!["--init-from", s(&ambiguous)]].concat();
+    let f = run_bin(&train, &args);
+    assert_clean_failure(&f, "choose one with --key");
+    let line = f.stderr.lines().find(|l| l.starts_with("Error:")).unwrap();
+    assert!(line.contains("model, ema") && line.contains("ambiguous.pth"), "{line}");
+}
+
+/// The test accuracy of `checkpoint` (`evaluate --json -`), and the whole JSON.
+fn evaluate(checkpoint: &Path) -> serde_json::Value {
+    let data = synthetic_data_dir();
+    let args = [
+        "--checkpoint",
+        s(checkpoint),
+        "--data-dir",
+        s(&data),
+        "--no-download",
+        "--device",
+        "cpu",
+        "--limit-test",
+        "64",
+        "--json",
+        "-",
+    ];
+    let f = run_bin(&example_bin("evaluate"), &args);
+    assert_eq!(f.code, Some(0), "evaluate {}: {}", checkpoint.display(), f.stderr);
+    serde_json::from_str(&f.stdout).unwrap_or_else(|e| panic!("evaluate's JSON: {e}\n{}", f.stdout))
+}
+
+/// A PyTorch-written `.pth` of a run's best weights evaluates to exactly the accuracy of the
+/// safetensors file, predicts the same, and converts back bit for bit.
+#[test]
+fn a_pth_written_by_pytorch_evaluates_predicts_and_converts_exactly() {
+    let python = require_reference_python!();
+    let dir = tempfile::tempdir().unwrap();
+    let best = base_run().join("best.safetensors");
+    let pth = dir.path().join("best.pth");
+    interop(&python, &["to-pth", s(&best), s(&pth)]);
+    assert!(tch_alexnet::formats::pytorch::is_pytorch_file(&pth));
+
+    let (a, b) = (evaluate(&best), evaluate(&pth));
+    assert!(a["accuracy"].as_f64().is_some(), "{a}");
+    assert_eq!(a["accuracy"], b["accuracy"], "accuracy of the .pth differs from the .safetensors'");
+    assert_eq!(a["loss"], b["loss"]);
+    eprintln!("evaluate: accuracy {} from both files", a["accuracy"]);
+
+    let png = dir.path().join("red.png");
+    image::RgbImage::from_pixel(40, 30, image::Rgb([200, 30, 30])).save(&png).unwrap();
+    let predict = |checkpoint: &Path| {
+        let f =
+            run_bin(&example_bin("predict"), &["--checkpoint", s(checkpoint), "--device", "cpu", "--json", s(&png)]);
+        assert_eq!(f.code, Some(0), "predict {}: {}", checkpoint.display(), f.stderr);
+        serde_json::from_str::<serde_json::Value>(&f.stdout).unwrap()
+    };
+    assert_eq!(predict(&pth), predict(&best));
+
+    let convert = example_bin("convert");
+    let back = dir.path().join("back.safetensors");
+    let f = run_bin(&convert, &[s(&pth), s(&back)]);
+    assert_eq!(f.code, Some(0), "{}", f.stderr);
+    let (original, round_trip) = (common::tensors(&best), common::tensors(&back));
+    assert_eq!(original.keys().collect::<Vec<_>>(), round_trip.keys().collect::<Vec<_>>());
+    for (name, t) in &original {
+        assert_eq!(t.kind(), round_trip[name].kind(), "{name}");
+        assert!(t.equal(&round_trip[name]), "{name} changed in safetensors → PyTorch → safetensors");
+    }
+
+    let txt = dir.path().join("x.txt");
+    let f = run_bin(&convert, &[s(&best), s(&txt)]);
+    assert_clean_failure(&f, "x.txt");
+    assert!(f.stderr.contains(".safetensors, .pt, .pth or .bin"), "{}", f.stderr);
+    assert!(!txt.exists());
+}
