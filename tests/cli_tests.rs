@@ -336,7 +336,15 @@ fn bench_reports_every_measure_as_json() {
     );
     assert_eq!(f.code, Some(0), "bench failed: {}", f.stderr);
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    for key in ["train_images_per_sec", "eval_images_per_sec", "data_images_per_sec", "load_seconds", "peak_rss_mb"] {
+    for key in [
+        "train_images_per_sec",
+        "eval_images_per_sec",
+        "data_images_per_sec",
+        "load_seconds",
+        "peak_rss_mb",
+        "checkpoint_load_seconds_pth",
+        "checkpoint_load_seconds_safetensors",
+    ] {
         let value = report[key].as_f64().unwrap_or_else(|| panic!("{key} missing: {report}"));
         assert!(value > 0.0 && value.is_finite(), "{key} = {value}");
     }

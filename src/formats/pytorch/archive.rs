@@ -157,14 +157,36 @@ impl ZipReader {
 
     /// The bytes of the entry `name`, checked against its CRC; `None` if there is none.
     pub fn read(&mut self, name: &str) -> Result<Option<Vec<u8>>, Fault> {
-        let Some(entry) = self.entries.get(name) else { return Ok(None) };
+        let Some(size) = self.entry_size(name) else { return Ok(None) };
+        let len = usize::try_from(size).map_err(|_| damaged("a record is too large for this machine"))?;
+        let mut bytes = vec![0u8; len];
+        self.read_into(name, &mut bytes)?;
+        Ok(Some(bytes))
+    }
+
+    /// The size of the entry `name`, if there is one.
+    pub fn entry_size(&self, name: &str) -> Option<u64> {
+        self.entries.get(name).map(|e| e.size)
+    }
+
+    /// Reads the entry `name` into `out`, which must be exactly its size (see
+    /// [`ZipReader::entry_size`]), checked against its CRC: straight into a tensor's memory,
+    /// without an intermediate buffer.
+    pub fn read_into(&mut self, name: &str, out: &mut [u8]) -> Result<(), Fault> {
+        let Some(entry) = self.entries.get(name) else {
+            return Err(damaged(format!("there is no entry `{name}`")));
+        };
         if !entry.stored {
             return Err(damaged(format!(
                 "the entry `{name}` is compressed or encrypted; torch.save stores its entries as they are, \
                  and only such entries are supported"
             )));
         }
-        let header = read_at(&mut self.file, self.len, entry.local_header, LOCAL_HEADER_LEN)?;
+        let (local_header, size, crc) = (entry.local_header, entry.size, entry.crc);
+        if out.len() as u64 != size {
+            return Err(damaged(format!("the entry `{name}` has {size} bytes, not {}", out.len())));
+        }
+        let header = read_at(&mut self.file, self.len, local_header, LOCAL_HEADER_LEN)?;
         let mut fields = Bytes::new(&header);
         let bad_header = || damaged(format!("the local header of `{name}` is damaged"));
         if fields.u32() != Some(LOCAL_HEADER) {
@@ -173,13 +195,17 @@ impl ZipReader {
         fields.take(22).ok_or_else(bad_header)?;
         let name_len = fields.u16().ok_or_else(bad_header)?;
         let extra_len = fields.u16().ok_or_else(bad_header)?;
-        let data = entry.local_header + LOCAL_HEADER_LEN + u64::from(name_len) + u64::from(extra_len);
-        let (size, crc) = (entry.size, entry.crc);
-        let bytes = read_at(&mut self.file, self.len, data, size)?;
-        if crc32fast::hash(&bytes) != crc {
+        let data = local_header + LOCAL_HEADER_LEN + u64::from(name_len) + u64::from(extra_len);
+        match data.checked_add(size) {
+            Some(end) if end <= self.len => {}
+            _ => return Err(damaged(format!("a record at byte {data} of {size} bytes runs past the end of the file"))),
+        }
+        self.file.seek(SeekFrom::Start(data))?;
+        self.file.read_exact(out)?;
+        if crc32fast::hash(out) != crc {
             return Err(damaged(format!("the entry `{name}` is damaged (its CRC-32 does not match)")));
         }
-        Ok(Some(bytes))
+        Ok(())
     }
 }
 

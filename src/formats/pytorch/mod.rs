@@ -380,22 +380,31 @@ impl pickle::Storages for ArchiveStorages<'_> {
             }
             return Ok(tensor.clone());
         }
-        let bytes = self
+        let entry = format!("{}/data/{key}", self.checkpoint.prefix);
+        let size = self
             .checkpoint
-            .read(&format!("data/{key}"))?
+            .zip
+            .entry_size(&entry)
             .ok_or_else(|| Fault::Archive(format!("storage `{key}` has no entry `data/{key}`")))?;
         let expected = usize::try_from(numel).ok().and_then(|n| n.checked_mul(kind.elt_size_in_bytes()));
-        if expected != Some(bytes.len()) {
+        if expected.map(|e| e as u64) != Some(size) {
             return Err(Fault::Tensor(format!(
-                "storage `{key}` should hold {numel} {kind:?} elements but has {} bytes",
-                bytes.len()
+                "storage `{key}` should hold {numel} {kind:?} elements but has {size} bytes"
             )));
         }
-        if kind == Kind::Bool && bytes.iter().any(|&b| b > 1) {
-            return Err(Fault::Tensor(format!("storage `{key}` of booleans holds values other than 0 and 1")));
-        }
-        let tensor = Tensor::f_from_data_size(&bytes, &[numel], kind)
+        // Read straight into the tensor's memory: no zeroed buffer, no second copy.
+        let tensor = Tensor::f_empty([numel], (kind, tch::Device::Cpu))
             .map_err(|e| Fault::Tensor(format!("storage `{key}`: {e}")))?;
+        let len = expected.unwrap_or(0);
+        if len > 0 {
+            // SAFETY: a new, contiguous CPU tensor of exactly `len` bytes that nothing else
+            // references yet; the slice does not outlive this block.
+            let out = unsafe { std::slice::from_raw_parts_mut(tensor.data_ptr().cast::<u8>(), len) };
+            self.checkpoint.zip.read_into(&entry, out)?;
+            if kind == Kind::Bool && out.iter().any(|&b| b > 1) {
+                return Err(Fault::Tensor(format!("storage `{key}` of booleans holds values other than 0 and 1")));
+            }
+        }
         let tensor = std::rc::Rc::new(tensor);
         self.loaded.insert(key.to_string(), (kind, tensor.clone()));
         Ok(tensor)
