@@ -5,9 +5,11 @@
 //! The modules follow a run from data to files:
 //!
 //! - [`data`]: CIFAR-10 on disk, the seeded split, the batched on-device pipeline.
-//! - [`model`]: the network.
-//! - [`train`]: the recipe's loop, its optimizer, metrics, run folder and resume state.
-//! - [`formats`]: checkpoint files (safetensors with PyTorch `state_dict` keys).
+//! - [`model`]: the network, and [`model::layers`], its PyTorch-compatible building blocks.
+//! - [`train`]: the recipe's loop, its optimizer, metrics, run folder and resume state, and
+//!   data-parallel training with DDP's semantics.
+//! - [`formats`]: checkpoint files: safetensors with PyTorch `state_dict` keys, and PyTorch's
+//!   own `torch.save` files and training checkpoints, read and written.
 //! - [`inference`]: loading a checkpoint for evaluation and prediction.
 //! - [`distributed`]: data-parallel training over several processes, on libtorch's c10d.
 //! - [`cli`], [`device`], [`progress`], [`allocator`], [`ffi`]: what the programs share, and
