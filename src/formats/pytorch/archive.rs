@@ -157,25 +157,23 @@ impl ZipReader {
 
     /// The bytes of the entry `name`, checked against its CRC; `None` if there is none.
     pub fn read(&mut self, name: &str) -> Result<Option<Vec<u8>>, Fault> {
-        let Some(size) = self.entry_size(name) else { return Ok(None) };
+        let Some(size) = self.checked_size(name)? else { return Ok(None) };
         let len = usize::try_from(size).map_err(|_| damaged("a record is too large for this machine"))?;
         let mut bytes = vec![0u8; len];
         self.read_into(name, &mut bytes)?;
         Ok(Some(bytes))
     }
 
-    /// The size of the entry `name`, if there is one.
-    pub fn entry_size(&self, name: &str) -> Option<u64> {
-        self.entries.get(name).map(|e| e.size)
+    /// The size of the entry `name` (`None` if there is none), once its local header has been
+    /// checked and its data found to lie inside the file: a size read from a damaged directory
+    /// never reaches an allocation.
+    pub fn checked_size(&mut self, name: &str) -> Result<Option<u64>, Fault> {
+        Ok(self.locate(name)?.map(|(_, size, _)| size))
     }
 
-    /// Reads the entry `name` into `out`, which must be exactly its size (see
-    /// [`ZipReader::entry_size`]), checked against its CRC: straight into a tensor's memory,
-    /// without an intermediate buffer.
-    pub fn read_into(&mut self, name: &str, out: &mut [u8]) -> Result<(), Fault> {
-        let Some(entry) = self.entries.get(name) else {
-            return Err(damaged(format!("there is no entry `{name}`")));
-        };
+    /// Where the data of the entry `name` starts, its size and CRC, checked against the file.
+    fn locate(&mut self, name: &str) -> Result<Option<(u64, u64, u32)>, Fault> {
+        let Some(entry) = self.entries.get(name) else { return Ok(None) };
         if !entry.stored {
             return Err(damaged(format!(
                 "the entry `{name}` is compressed or encrypted; torch.save stores its entries as they are, \
@@ -183,9 +181,6 @@ impl ZipReader {
             )));
         }
         let (local_header, size, crc) = (entry.local_header, entry.size, entry.crc);
-        if out.len() as u64 != size {
-            return Err(damaged(format!("the entry `{name}` has {size} bytes, not {}", out.len())));
-        }
         let header = read_at(&mut self.file, self.len, local_header, LOCAL_HEADER_LEN)?;
         let mut fields = Bytes::new(&header);
         let bad_header = || damaged(format!("the local header of `{name}` is damaged"));
@@ -197,8 +192,20 @@ impl ZipReader {
         let extra_len = fields.u16().ok_or_else(bad_header)?;
         let data = local_header + LOCAL_HEADER_LEN + u64::from(name_len) + u64::from(extra_len);
         match data.checked_add(size) {
-            Some(end) if end <= self.len => {}
-            _ => return Err(damaged(format!("a record at byte {data} of {size} bytes runs past the end of the file"))),
+            Some(end) if end <= self.len => Ok(Some((data, size, crc))),
+            _ => Err(damaged(format!("a record at byte {data} of {size} bytes runs past the end of the file"))),
+        }
+    }
+
+    /// Reads the entry `name` into `out`, which must be exactly its size (see
+    /// [`ZipReader::checked_size`]), checked against its CRC: straight into a tensor's memory,
+    /// without an intermediate buffer.
+    pub fn read_into(&mut self, name: &str, out: &mut [u8]) -> Result<(), Fault> {
+        let Some((data, size, crc)) = self.locate(name)? else {
+            return Err(damaged(format!("there is no entry `{name}`")));
+        };
+        if out.len() as u64 != size {
+            return Err(damaged(format!("the entry `{name}` has {size} bytes, not {}", out.len())));
         }
         self.file.seek(SeekFrom::Start(data))?;
         self.file.read_exact(out)?;

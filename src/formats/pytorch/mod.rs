@@ -384,7 +384,7 @@ impl pickle::Storages for ArchiveStorages<'_> {
         let size = self
             .checkpoint
             .zip
-            .entry_size(&entry)
+            .checked_size(&entry)?
             .ok_or_else(|| Fault::Archive(format!("storage `{key}` has no entry `data/{key}`")))?;
         let expected = usize::try_from(numel).ok().and_then(|n| n.checked_mul(kind.elt_size_in_bytes()));
         if expected.map(|e| e as u64) != Some(size) {
