@@ -107,7 +107,7 @@ impl GradientReducer {
             work.wait()?;
         }
         for (bucket, grads) in self.buckets.iter().zip(&mut grads) {
-            bucket.empty_into(grads)?;
+            bucket.hand_back(params, grads)?;
         }
         Ok(())
     }
@@ -141,12 +141,23 @@ impl Bucket {
         Ok(())
     }
 
-    /// Copies the buffer back into `grads`.
-    fn empty_into(&self, grads: &mut [Tensor]) -> Result<()> {
+    /// Gives the averaged gradients back to the parameters: a contiguous parameter's gradient
+    /// becomes its piece of the buffer (as DDP's `gradient_as_bucket_view`, with no copy; the
+    /// next `zero_grad` drops it before the buffer is filled again), others get a copy in their
+    /// own layout (channels-last weights).
+    fn hand_back(&self, params: &[Tensor], grads: &mut [Tensor]) -> Result<()> {
         let pieces: Vec<(usize, Result<Tensor>)> = self.pieces(grads).map(|(index, _, piece)| (index, piece)).collect();
         for ((index, piece), grad) in pieces.into_iter().zip(grads.iter_mut()) {
-            grad.f_copy_(&piece?)
-                .map_err(|e| tensor_error(format!("copying the averaged gradient of parameter {index} back: {e}")))?;
+            let piece = piece?;
+            if grad.is_contiguous() {
+                crate::ffi::set_grad(&mut params[index].shallow_clone(), &piece).map_err(|e| {
+                    tensor_error(format!("handing the averaged gradient of parameter {index} back: {e}"))
+                })?;
+            } else {
+                grad.f_copy_(&piece).map_err(|e| {
+                    tensor_error(format!("copying the averaged gradient of parameter {index} back: {e}"))
+                })?;
+            }
         }
         Ok(())
     }

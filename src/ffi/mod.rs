@@ -18,6 +18,7 @@ extern "C" {
     fn tch_alexnet_cuda_autocast_is_bf16() -> i32;
     /// `tensor` is an `at::Tensor*` (= `torch::Tensor*`), what `Tensor::as_mut_ptr` points to.
     fn tch_alexnet_clear_grad(tensor: *mut std::ffi::c_void) -> i32;
+    fn tch_alexnet_set_grad(tensor: *mut std::ffi::c_void, grad: *const std::ffi::c_void) -> i32;
     fn tch_alexnet_set_onednn_enabled(enabled: i32) -> i32;
     fn tch_alexnet_onednn_enabled() -> i32;
 }
@@ -43,6 +44,21 @@ pub fn cuda_autocast_is_bf16() -> bool {
 pub fn clear_grad(tensor: &mut Tensor) -> anyhow::Result<()> {
     // SAFETY: `tensor` is alive for the call; the C++ side only resets its gradient.
     check(unsafe { tch_alexnet_clear_grad(tensor.as_mut_ptr().cast()) }, "drop a gradient")
+}
+
+/// Makes `grad` the gradient of `tensor` (PyTorch: `tensor.grad = grad`), sharing its memory.
+/// `grad` must have the shape and dtype of `tensor`.
+pub fn set_grad(tensor: &mut Tensor, grad: &Tensor) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        tensor.size() == grad.size() && tensor.kind() == grad.kind(),
+        "a gradient of shape {:?} ({:?}) for a tensor of shape {:?} ({:?})",
+        grad.size(),
+        grad.kind(),
+        tensor.size(),
+        tensor.kind()
+    );
+    // SAFETY: both tensors are alive for the call; the C++ side only assigns the gradient.
+    check(unsafe { tch_alexnet_set_grad(tensor.as_mut_ptr().cast(), grad.as_ptr().cast()) }, "set a gradient")
 }
 
 /// Lets libtorch use oneDNN for CPU convolutions (its default, `true`) or not (ATen's own
