@@ -6,7 +6,7 @@
 //!   `libtorch_cuda.so` directly, so the linker would otherwise drop it and
 //!   `tch::Cuda::is_available()` would be false on a GPU machine.
 //! - `src/ffi/*.cpp`, compiled against libtorch's headers, for what tch cannot do: select bf16
-//!   for CUDA autocast, drop a gradient instead of zeroing it, switch oneDNN off (`src/ffi/mod.rs`).
+//!   for CUDA autocast, drop or set a gradient, switch oneDNN off (`src/ffi/mod.rs`).
 //! - `src/ffi/c10d.cpp`, the binding of libtorch's c10d for `src/distributed/`, in a build of
 //!   its own: with `-DUSE_C10D_GLOO` only when gloo's headers are found, in `$GLOO_INCLUDE_DIR`
 //!   or `/usr/include` (Debian's `libgloo-dev`, which `scripts/setup` installs; the PyTorch

@@ -8,6 +8,9 @@
 //! - Dropping a gradient, as PyTorch's `zero_grad()` does by default (`set_to_none=True`):
 //!   tch can only zero it in place, which keeps every gradient allocated through the next
 //!   forward pass and makes backward add into it instead of handing its result over.
+//! - Setting a gradient to a given tensor: data-parallel training leaves the averaged gradients
+//!   in its all-reduce buckets and hands them to the parameters as views (DDP's
+//!   `gradient_as_bucket_view`), where tch could only copy them back.
 //! - oneDNN on or off for CPU convolutions (`torch.backends.mkldnn.enabled`), which
 //!   `scripts/bench` compares.
 
