@@ -224,6 +224,12 @@ fn run() -> Result<ExitCode> {
     let stop = Arc::new(AtomicBool::new(false));
     let signal = Arc::new(AtomicI32::new(0));
     watch_signals(stop.clone(), signal.clone())?;
+    let (orphan_stop, orphan_signal) = (stop.clone(), signal.clone());
+    distributed::launcher::watch_launcher(move || {
+        eprintln!("\nThe launcher is gone: stopping after the current step and saving a checkpoint");
+        orphan_signal.store(signal_hook::consts::SIGTERM, Ordering::SeqCst);
+        orphan_stop.store(true, Ordering::SeqCst);
+    });
 
     if main {
         println!("Run folder: {}", run.path.display());
@@ -323,7 +329,10 @@ fn watch_signals(stop: Arc<AtomicBool>, signal: Arc<AtomicI32>) -> Result<()> {
             let name = if number == SIGTERM { "SIGTERM" } else { "Interrupt" };
             if stop.swap(true, Ordering::SeqCst) {
                 eprintln!("\nSecond {name}: exiting now (the last saved checkpoint is intact)");
-                std::process::exit(128 + number);
+                // At once, without running exit handlers: libtorch's globals must not be torn
+                // down under the main thread, which may be in the middle of a step.
+                // SAFETY: `_exit` ends the process immediately; nothing is left to clean up.
+                unsafe { libc::_exit(128 + number) };
             }
             signal.store(number, Ordering::SeqCst);
             eprintln!("\n{name}: stopping after the current step and saving a checkpoint (Ctrl-C again to quit now)");

@@ -1,7 +1,10 @@
 //! A built-in launcher, as `torchrun --nproc-per-node N` on one machine: starts N copies of
 //! this program as ranks 0..N with torchrun's variables (`RANK`, `LOCAL_RANK`, `WORLD_SIZE`,
 //! `MASTER_ADDR=127.0.0.1`, a free `MASTER_PORT`), passes Ctrl-C and SIGTERM on to them, and
-//! stops them all when one fails.
+//! stops them all when one fails. Each rank is told the launcher's process id
+//! ([`LAUNCHER_PID_VAR`]) and watches it with [`watch_launcher`]: if the launcher dies (even by
+//! SIGKILL), the ranks stop after their current step with a checkpoint instead of running on
+//! unsupervised. (The kernel's parent-death signal would fire once per thread of the launcher.)
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
@@ -12,6 +15,26 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+
+/// The variable that tells a rank its launcher's process id.
+pub const LAUNCHER_PID_VAR: &str = "TCH_ALEXNET_LAUNCHER_PID";
+
+/// In a rank started by [`launch_local`], calls `on_orphaned` once (from a thread of its own)
+/// when the launcher is gone, checked twice a second; does nothing in other processes.
+pub fn watch_launcher(on_orphaned: impl FnOnce() + Send + 'static) {
+    let Some(launcher) = std::env::var(LAUNCHER_PID_VAR).ok().and_then(|v| v.parse::<i32>().ok()) else {
+        return;
+    };
+    std::thread::spawn(move || loop {
+        std::thread::sleep(Duration::from_millis(500));
+        // SAFETY: getppid has no preconditions. The rank was started by the launcher, so its
+        // parent changes (to init or a subreaper) exactly when the launcher has died.
+        if unsafe { libc::getppid() } != launcher {
+            on_orphaned();
+            return;
+        }
+    });
+}
 
 /// How long the other ranks get to stop by themselves (SIGTERM) after one failed, before they
 /// are killed.
@@ -35,6 +58,7 @@ pub fn launch_local(program: &Path, args: &[OsString], nproc: usize, log: &mut d
         let child = Command::new(program)
             .process_group(0)
             .args(args)
+            .env(LAUNCHER_PID_VAR, std::process::id().to_string())
             .env("RANK", rank.to_string())
             .env("LOCAL_RANK", rank.to_string())
             .env("WORLD_SIZE", nproc.to_string())
