@@ -240,6 +240,32 @@ fn launcher_and_torchrun_runs_agree_and_sigterm_resumes_exactly() {
     assert_clean_failure(&f, "trained with 2 process(es)");
 }
 
+/// The launcher SIGKILLed mid-epoch (no chance to pass anything on): its ranks notice, stop
+/// after their current step with a checkpoint, and `--resume` finishes the run.
+#[test]
+fn ranks_of_a_killed_launcher_stop_with_a_checkpoint() {
+    if !gloo_or_skip() {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let data = synthetic_data_dir();
+    let out = root.path().join("run");
+    let o = out.to_str().unwrap();
+    let args = with_flags(ddp_args(data.to_str().unwrap(), o), &["--limit-train", "256", "--nproc-per-node", "2"]);
+    let mut launcher =
+        Command::new(example_bin("train")).args(&args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let (rx, mut lines) = (common::line_channel(launcher.stdout.take().unwrap()), Vec::new());
+    common::wait_for_line(&rx, "epoch 1/1 step 8/32", &mut lines);
+    launcher.kill().unwrap();
+    launcher.wait().unwrap();
+    // The ranks write on the launcher's stdout, which this test still reads.
+    common::wait_for_line(&rx, "Interrupted at epoch 1, step", &mut lines);
+    checkpoint::load_tensors(&out.join("last.safetensors")).expect("a complete checkpoint");
+    let f = run_bin(&example_bin("train"), &["--resume", o, "--nproc-per-node", "2"]);
+    assert_eq!(f.code, Some(0), "{}", f.stderr);
+    assert_eq!(metrics(&out).len(), 1);
+}
+
 fn spawn_rank(rank: usize, port: &str, args: &[&str]) -> Child {
     Command::new(example_bin("train"))
         .args(args)
