@@ -9,10 +9,11 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use safetensors::{Dtype, SafeTensors, View};
+
+use crate::formats::atomic;
 use tch::{Device, Kind, Tensor};
 
 /// Metadata stored in the safetensors header (`__metadata__`), as strings.
@@ -132,58 +133,7 @@ pub fn save_tensors<'a>(
     metadata: &Metadata,
 ) -> Result<(), CheckpointError> {
     let bytes = serialize_tensors(path, tensors, metadata)?;
-    write_atomically(path, &bytes).map_err(|err| CheckpointError::Write { path: path.to_path_buf(), err })
-}
-
-/// The temporary file beside `path` that [`write_synced_temp`] writes: hidden, and named
-/// with `.tmp-` so that a run folder's leftovers can be recognised and removed.
-fn temp_path(path: &Path) -> PathBuf {
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    parent_dir(path).join(format!(".{file_name}.tmp-{}", std::process::id()))
-}
-
-fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
-/// Writes `bytes` to a temporary file beside `path` and syncs it; returns the temporary path,
-/// for [`rename_synced`]. On any error the temporary file is removed.
-pub fn write_synced_temp(path: &Path, bytes: &[u8]) -> std::io::Result<PathBuf> {
-    use std::io::Write;
-    let tmp = temp_path(path);
-    let result = (|| {
-        let mut file = File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()
-    })();
-    match result {
-        Ok(()) => Ok(tmp),
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
-        }
-    }
-}
-
-/// Renames `from` over `to` and syncs their folder, so that the rename itself reaches the disk.
-pub fn rename_synced(from: &Path, to: &Path) -> std::io::Result<()> {
-    std::fs::rename(from, to)?;
-    if let Ok(d) = File::open(parent_dir(to)) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
-/// Writes `bytes` to `path` through a synced temporary file and a rename, so that readers see
-/// either the old file or the new one, never a partial one.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = write_synced_temp(path, bytes)?;
-    rename_synced(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
+    atomic::write_atomically(path, &bytes).map_err(|err| CheckpointError::Write { path: path.to_path_buf(), err })
 }
 
 /// Saves every variable of `vs` (parameters, BatchNorm running stats and counters) under its

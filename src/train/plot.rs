@@ -75,7 +75,7 @@ pub fn write_curves(path: &Path, history: &[EpochMetrics]) -> anyhow::Result<()>
             .draw()?;
         root.present()?;
     }
-    crate::formats::safetensors::write_atomically(path, svg.as_bytes())?;
+    crate::formats::atomic::write_atomically(path, svg.as_bytes())?;
     Ok(())
 }
 

@@ -19,15 +19,17 @@
 //! [`initial_state`] is where every run's first step comes from: that pair, or for a new run
 //! fresh weights, given weights (`--init-from`) or a PyTorch training checkpoint.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::nn;
 
+use crate::formats::atomic;
 use crate::formats::safetensors::{self as checkpoint, CheckpointError, Metadata};
 use crate::formats::state_dict;
-use crate::formats::training_checkpoint::TrainingCheckpoint;
+use crate::formats::training_checkpoint::{SgdSettings, TrainingCheckpoint};
 use crate::model;
 use crate::train::metrics::{EpochMetrics, EpochSums};
 use crate::train::run_dir::{self, RunDir, Start, LAST_CHECKPOINT, LAST_OPTIMIZER, PREVIOUS_OPTIMIZER};
@@ -85,7 +87,7 @@ pub fn save_last(run_dir: &Path, vs: &nn::VarStore, sgd: &Sgd, state: &mut LoopS
     let weights_path = run_dir.join(LAST_CHECKPOINT);
     let previous_path = run_dir.join(PREVIOUS_OPTIMIZER);
     let write_temp = |path: &Path, bytes: Vec<u8>| {
-        checkpoint::write_synced_temp(path, &bytes).map_err(|e| run_dir::storage_error(path, e))
+        atomic::write_synced_temp(path, &bytes).map_err(|e| run_dir::storage_error(path, e))
     };
     // 1. Both files as synced temporaries, one at a time (each is the size of the weights).
     let buffers = sgd.momentum_buffers();
@@ -107,11 +109,11 @@ pub fn save_last(run_dir: &Path, vs: &nn::VarStore, sgd: &Sgd, state: &mut LoopS
     // 2.-4. Renames only: no new data blocks are needed from here on.
     let renamed = (|| {
         if optim_path.exists() {
-            checkpoint::rename_synced(&optim_path, &previous_path)?;
+            atomic::rename_synced(&optim_path, &previous_path)?;
         }
-        checkpoint::rename_synced(&optim_tmp, &optim_path)?;
+        atomic::rename_synced(&optim_tmp, &optim_path)?;
         failpoint_between_writes();
-        checkpoint::rename_synced(&weights_tmp, &weights_path)?;
+        atomic::rename_synced(&weights_tmp, &weights_path)?;
         match std::fs::remove_file(&previous_path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
@@ -141,7 +143,7 @@ fn read_optimizer(path: &Path) -> Result<(LoopState, checkpoint::LoadedTensors)>
 fn settle_pair(run_dir: &Path, matching: &str) -> Result<()> {
     let previous = run_dir.join(PREVIOUS_OPTIMIZER);
     let result = if matching == PREVIOUS_OPTIMIZER {
-        checkpoint::rename_synced(&previous, &run_dir.join(LAST_OPTIMIZER))
+        atomic::rename_synced(&previous, &run_dir.join(LAST_OPTIMIZER))
     } else {
         std::fs::remove_file(&previous)
             .or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
@@ -149,11 +151,18 @@ fn settle_pair(run_dir: &Path, matching: &str) -> Result<()> {
     result.with_context(|| format!("cannot tidy the checkpoint files in {}", run_dir.display()))
 }
 
-/// Loads the last complete checkpoint pair into `vs` and `sgd` and returns its loop state:
-/// the weights, and whichever momentum file carries their `checkpoint_id`.
-pub fn load_last(run_dir: &Path, vs: &nn::VarStore, sgd: &mut Sgd) -> Result<LoopState> {
-    let weights_path = run_dir.join(LAST_CHECKPOINT);
-    let weights = checkpoint::load_tensors(&weights_path)?;
+/// The last complete checkpoint pair of a run folder, read from disk.
+struct LastPair {
+    weights: BTreeMap<String, tch::Tensor>,
+    momentum: BTreeMap<String, tch::Tensor>,
+    state: LoopState,
+    /// The momentum file that matched the weights.
+    momentum_file: &'static str,
+}
+
+/// Reads the weights and whichever momentum file carries their `checkpoint_id`.
+fn read_last(run_dir: &Path) -> Result<LastPair> {
+    let weights = checkpoint::load_tensors(&run_dir.join(LAST_CHECKPOINT))?;
     let id = weights.metadata.get("checkpoint_id").cloned().unwrap_or_default();
     let mut problems = Vec::new();
     for name in [LAST_OPTIMIZER, PREVIOUS_OPTIMIZER] {
@@ -163,10 +172,7 @@ pub fn load_last(run_dir: &Path, vs: &nn::VarStore, sgd: &mut Sgd) -> Result<Loo
         }
         match read_optimizer(&path) {
             Ok((state, optim)) if state.checkpoint_id == id => {
-                checkpoint::copy_into_var_store(vs, &weights_path, &weights.tensors)?;
-                sgd.set_momentum_buffers(&optim.tensors).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-                settle_pair(run_dir, name)?;
-                return Ok(state);
+                return Ok(LastPair { weights: weights.tensors, momentum: optim.tensors, state, momentum_file: name })
             }
             Ok(_) => problems.push(format!("{name} belongs to another checkpoint")),
             Err(e) => problems.push(format!("{e:#}")),
@@ -176,10 +182,21 @@ pub fn load_last(run_dir: &Path, vs: &nn::VarStore, sgd: &mut Sgd) -> Result<Loo
         problems.push(format!("{LAST_OPTIMIZER} is missing"));
     }
     bail!(
-        "cannot resume from {}: no momentum file matches {LAST_CHECKPOINT} ({})",
+        "no complete checkpoint in {}: no momentum file matches {LAST_CHECKPOINT} ({})",
         run_dir.display(),
         problems.join("; ")
     )
+}
+
+/// Loads the last complete checkpoint pair into `vs` and `sgd` and returns its loop state:
+/// the weights, and whichever momentum file carries their `checkpoint_id`.
+pub fn load_last(run_dir: &Path, vs: &nn::VarStore, sgd: &mut Sgd) -> Result<LoopState> {
+    let pair = read_last(run_dir)?;
+    checkpoint::copy_into_var_store(vs, &run_dir.join(LAST_CHECKPOINT), &pair.weights)?;
+    let momentum_path = run_dir.join(pair.momentum_file);
+    sgd.set_momentum_buffers(&pair.momentum).map_err(|e| anyhow::anyhow!("{}: {e}", momentum_path.display()))?;
+    settle_pair(run_dir, pair.momentum_file)?;
+    Ok(pair.state)
 }
 
 /// Puts `vs` and `sgd` where `run` starts, and returns the loop state to start from.
@@ -221,27 +238,9 @@ pub fn pytorch_checkpoint_sgd(path: &Path) -> Result<SgdConfig> {
 /// The last complete checkpoint of a run folder as a PyTorch training checkpoint: weights,
 /// momentum, the run's SGD settings and its completed epochs.
 pub fn last_as_training_checkpoint(run_dir: &Path, sgd: SgdConfig) -> Result<(TrainingCheckpoint, LoopState)> {
-    let weights_path = run_dir.join(LAST_CHECKPOINT);
-    let weights = checkpoint::load_tensors(&weights_path)?;
-    let id = weights.metadata.get("checkpoint_id").cloned().unwrap_or_default();
-    for name in [LAST_OPTIMIZER, PREVIOUS_OPTIMIZER] {
-        let path = run_dir.join(name);
-        if let Ok((state, optim)) = read_optimizer(&path) {
-            if state.checkpoint_id == id {
-                let settings = crate::formats::training_checkpoint::SgdSettings {
-                    lr: sgd.lr,
-                    momentum: sgd.momentum,
-                    weight_decay: sgd.weight_decay,
-                };
-                let ckpt = TrainingCheckpoint {
-                    model: weights.tensors,
-                    momentum: optim.tensors,
-                    sgd: settings,
-                    epoch: state.epoch,
-                };
-                return Ok((ckpt, state));
-            }
-        }
-    }
-    bail!("cannot read {}: no momentum file matches {LAST_CHECKPOINT}", run_dir.display())
+    let pair = read_last(run_dir)?;
+    let settings = SgdSettings { lr: sgd.lr, momentum: sgd.momentum, weight_decay: sgd.weight_decay };
+    let ckpt =
+        TrainingCheckpoint { model: pair.weights, momentum: pair.momentum, sgd: settings, epoch: pair.state.epoch };
+    Ok((ckpt, pair.state))
 }

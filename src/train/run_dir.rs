@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use crate::formats::safetensors::write_atomically;
+use crate::formats::atomic::write_atomically;
 use crate::train::config::{RunInfo, TrainConfig};
 use crate::train::metrics::EpochMetrics;
 

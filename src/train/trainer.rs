@@ -68,8 +68,9 @@ pub fn train_rank(
     let _lock = if dp.is_main() { Some(run_dir::prepare(run)?) } else { None };
     let setup = load_data(config, run, dp, log)?;
     if dp.is_main() && run.resume {
-        check_same_data(run, &setup, log)?;
-        check_same_world_size(run, dp.world_size())?;
+        let saved = run_dir::read_run_info(&run.path)?;
+        check_same_data(run, &saved, &setup, log)?;
+        check_same_world_size(run, &saved, dp.world_size())?;
     }
     let subsets = Subsets::new(config, &setup, log);
 
@@ -162,8 +163,8 @@ fn share_start(dp: &DataParallel, state: LoopState, vs: &nn::VarStore, sgd: &mut
 }
 
 /// Refuses to resume a run with another number of ranks: the epoch's shares would differ.
-fn check_same_world_size(run: &RunDir, world_size: usize) -> Result<()> {
-    let saved = run_dir::read_run_info(&run.path)?.world_size;
+fn check_same_world_size(run: &RunDir, saved: &RunInfo, world_size: usize) -> Result<()> {
+    let saved = saved.world_size;
     if saved != world_size {
         bail!(
             "cannot resume: {} was trained with {saved} process(es) and this job has {world_size}; \
@@ -175,10 +176,10 @@ fn check_same_world_size(run: &RunDir, world_size: usize) -> Result<()> {
 }
 
 /// Refuses to resume on data files that differ from the run's, unless the user allowed it.
-fn check_same_data(run: &RunDir, setup: &Setup, log: &mut dyn FnMut(&str)) -> Result<()> {
-    let saved = run_dir::read_run_info(&run.path)?.data_fingerprint;
+fn check_same_data(run: &RunDir, saved: &RunInfo, setup: &Setup, log: &mut dyn FnMut(&str)) -> Result<()> {
+    let saved = &saved.data_fingerprint;
     let now = &setup.data.fingerprint;
-    if saved.is_empty() || &saved == now {
+    if saved.is_empty() || saved == now {
         return Ok(());
     }
     let changed: Vec<String> = now
@@ -286,7 +287,8 @@ impl Trainer<'_> {
             self.state.step += 1;
             bar.inc(1);
             let done = self.state.step == steps;
-            let at_plain = !crate::progress::stderr_is_terminal() && self.state.step.is_multiple_of(plain_every) && !done;
+            let at_plain =
+                !crate::progress::stderr_is_terminal() && self.state.step.is_multiple_of(plain_every) && !done;
             // Every rank stops after the same step, whichever got the signal.
             let interrupted = self.dp.any(stop.load(Ordering::SeqCst))?;
             let at_save = config.save_every > 0 && self.state.step.is_multiple_of(config.save_every);

@@ -37,7 +37,7 @@ mod writer;
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufWriter, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use tch::{Kind, Tensor};
@@ -462,37 +462,4 @@ pub fn read_raw(path: &Path) -> Result<RawArchive, PytorchError> {
         storages.insert(key, bytes);
     }
     Ok(RawArchive { prefix: checkpoint.prefix, pickle, storages })
-}
-
-/// Writes `path` through `write`: into a temporary file beside it, which is synced and renamed
-/// over `path`, so that `path` is always either the old file or the whole new one. On error the
-/// temporary file is removed.
-fn write_atomically_with(
-    path: &Path,
-    write: impl FnOnce(&mut BufWriter<File>) -> Result<(), PytorchError>,
-) -> Result<(), PytorchError> {
-    let write_err = |err| PytorchError::Write { path: path.to_path_buf(), err };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut out = BufWriter::new(File::create(&tmp).map_err(write_err)?);
-        write(&mut out)?;
-        let file = out.into_inner().map_err(|e| write_err(e.into_error()))?;
-        file.sync_all().map_err(write_err)?;
-        drop(file);
-        std::fs::rename(&tmp, path).map_err(write_err)?;
-        // The rename itself must reach the disk too.
-        if let Ok(d) = File::open(&dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }

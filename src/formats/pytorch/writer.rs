@@ -10,7 +10,8 @@ use std::path::Path;
 use tch::{Device, Tensor};
 
 use super::archive::ZipWriter;
-use super::{contiguous_strides, write_atomically_with, PtValue, PytorchError, MAX_DEPTH, STORAGE_TYPES};
+use super::{contiguous_strides, PtValue, PytorchError, MAX_DEPTH, STORAGE_TYPES};
+use crate::formats::atomic::write_atomically_with;
 
 /// The top folder of the entries (PyTorch uses the file stem, or this; readers take any).
 const PREFIX: &str = "archive";
@@ -53,7 +54,7 @@ fn write_archive<'s>(
     storages: impl Iterator<Item = Result<(String, Cow<'s, [u8]>), PytorchError>>,
 ) -> Result<(), PytorchError> {
     let write_err = |err| PytorchError::Write { path: path.to_path_buf(), err };
-    write_atomically_with(path, |out| {
+    write_atomically_with(path, write_err, |out| {
         let mut zip = ZipWriter::new(out);
         zip.add(&format!("{PREFIX}/data.pkl"), pickle).map_err(write_err)?;
         zip.add(&format!("{PREFIX}/.format_version"), b"1").map_err(write_err)?;
