@@ -237,6 +237,13 @@ impl<'a> Pickler<'a> {
                 self.ordered_dict();
                 self.items(items, depth)?;
             }
+            // As Python pickles it: `Counter(dict)`, the dict written in place.
+            PtValue::Counter(items) => {
+                self.global("collections", "Counter");
+                self.out.push(b'}');
+                self.items(items, depth)?;
+                self.out.extend_from_slice(&[0x85, b'R']);
+            }
             PtValue::Tensor(tensor) => self.tensor(tensor)?,
         }
         Ok(())
