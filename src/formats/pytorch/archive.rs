@@ -501,7 +501,7 @@ impl<W: Write> ZipWriter<W> {
         let mut central = Vec::new();
         for (name, entry) in &self.written {
             central.extend_from_slice(&CENTRAL_HEADER.to_le_bytes());
-            for field in [VERSION, VERSION, UTF8_NAMES, 0, 0, DOS_DATE] {
+            for field in [VERSION, VERSION, entry.flags, entry.method, 0, DOS_DATE] {
                 central.extend_from_slice(&field.to_le_bytes());
             }
             for field in [entry.crc, u32::MAX, u32::MAX] {
@@ -569,5 +569,85 @@ mod tests {
         assert!(zip.read("a/none").unwrap().is_none());
         let data = bytes.windows(100).position(|w| w == [7u8; 100]).unwrap();
         assert_eq!(data % 64, 0);
+    }
+
+    /// A local header with these fields for the entry `a/x`.
+    fn local_header(flags: u16, crc: u32, sizes: [u32; 2], extra: &[u8]) -> Vec<u8> {
+        let mut header = LOCAL_HEADER.to_le_bytes().to_vec();
+        for field in [VERSION, flags, 0, 0, DOS_DATE] {
+            header.extend_from_slice(&field.to_le_bytes());
+        }
+        for field in [crc, sizes[0], sizes[1]] {
+            header.extend_from_slice(&field.to_le_bytes());
+        }
+        for field in [3, extra.len() as u16] {
+            header.extend_from_slice(&field.to_le_bytes());
+        }
+        header.extend_from_slice(b"a/x");
+        header.extend_from_slice(extra);
+        header
+    }
+
+    /// Opens an archive of one entry `a/x` of `data` behind `header`, the central directory
+    /// (with `flags`) written as [`ZipWriter`] writes it, and reads the entry.
+    fn read_behind(header: Vec<u8>, flags: u16, data: &[u8]) -> Result<Vec<u8>, Fault> {
+        let mut zip = ZipWriter::new(Vec::new());
+        zip.put(&header).unwrap();
+        let (size, crc) = (data.len() as u64, crc32fast::hash(data));
+        let entry = Entry { local_header: 0, data: zip.offset, compressed: size, size, crc, flags, method: 0 };
+        zip.put(data).unwrap();
+        zip.written.push(("a/x".into(), entry));
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&zip.finish().unwrap()).unwrap();
+        Ok(ZipReader::open(file)?.read("a/x")?.unwrap())
+    }
+
+    #[test]
+    fn local_headers_must_agree_with_the_central_directory() {
+        let data = [5u8; 100];
+        let crc = crc32fast::hash(&data);
+        let zip64 = |size: u64| {
+            [&ZIP64_EXTRA.to_le_bytes()[..], &16u16.to_le_bytes(), &size.to_le_bytes(), &size.to_le_bytes()].concat()
+        };
+        let deferred = DATA_DESCRIPTOR | UTF8_NAMES;
+        // What this writer writes, what PyTorch writes (bit 3, zeros), and sizes in a zip64 field.
+        let fine = [
+            (local_header(UTF8_NAMES, crc, [100, 100], &[]), UTF8_NAMES),
+            (local_header(deferred, 0, [0, 0], &[]), deferred),
+            (local_header(UTF8_NAMES, crc, [u32::MAX, u32::MAX], &zip64(100)), UTF8_NAMES),
+        ];
+        for (header, flags) in fine {
+            assert_eq!(read_behind(header, flags, &data).unwrap(), data);
+        }
+        let refused = [
+            (local_header(UTF8_NAMES, 0, [0, 0], &[]), UTF8_NAMES, "size or CRC"),
+            (local_header(UTF8_NAMES, crc, [10, 10], &[]), UTF8_NAMES, "size or CRC"),
+            (local_header(UTF8_NAMES, crc ^ 1, [100, 100], &[]), UTF8_NAMES, "size or CRC"),
+            (local_header(deferred, 0, [10, 0], &[]), deferred, "size or CRC"),
+            (local_header(UTF8_NAMES, crc, [u32::MAX, u32::MAX], &zip64(10)), UTF8_NAMES, "size or CRC"),
+            (local_header(UTF8_NAMES, crc, [u32::MAX, u32::MAX], &[]), UTF8_NAMES, "damaged"),
+            (local_header(deferred, 0, [0, 0], &[]), UTF8_NAMES, "other flags"),
+        ];
+        for (header, flags, phrase) in refused {
+            match read_behind(header, flags, &data) {
+                Err(Fault::Archive(reason)) => assert!(reason.contains(phrase) && reason.contains("a/x"), "{reason}"),
+                other => panic!("{phrase}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_entry_is_read_at_most_once_per_byte_of_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.zip");
+        let mut zip = ZipWriter::new(File::create(&path).unwrap());
+        zip.add("a/big", &[1u8; 4000]).unwrap();
+        zip.finish().unwrap();
+        let mut zip = ZipReader::open(File::open(&path).unwrap()).unwrap();
+        assert!(zip.read("a/big").is_ok());
+        match zip.read("a/big") {
+            Err(Fault::Archive(reason)) => assert!(reason.contains("more bytes out of the archive"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
     }
 }
