@@ -1,6 +1,6 @@
-//! The zip container of torch.save: stored (uncompressed) entries, found through the central
-//! directory (zip64 included), each checked against its CRC-32; and the writer, which aligns
-//! every entry's data to 64 bytes as PyTorch does (its mmap loading needs that).
+//! The zip container of torch.save, read: stored (uncompressed) entries, found through the
+//! central directory (zip64 included), each checked against its CRC-32. The writer is in
+//! `zip_writer`.
 //!
 //! When an archive is opened, every entry's local header is checked against its central
 //! directory record (name, flags, method, sizes, CRC), and no two entries may share a byte, nor
@@ -11,34 +11,33 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Write;
 use std::mem::MaybeUninit;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 
 use super::Fault;
 
-const LOCAL_HEADER: u32 = 0x0403_4b50;
-const CENTRAL_HEADER: u32 = 0x0201_4b50;
-const END_OF_CENTRAL_DIRECTORY: u32 = 0x0605_4b50;
-const ZIP64_END_OF_CENTRAL_DIRECTORY: u32 = 0x0606_4b50;
-const ZIP64_LOCATOR: u32 = 0x0706_4b50;
-const ZIP64_EXTRA: u16 = 0x0001;
+pub(super) const LOCAL_HEADER: u32 = 0x0403_4b50;
+pub(super) const CENTRAL_HEADER: u32 = 0x0201_4b50;
+pub(super) const END_OF_CENTRAL_DIRECTORY: u32 = 0x0605_4b50;
+pub(super) const ZIP64_END_OF_CENTRAL_DIRECTORY: u32 = 0x0606_4b50;
+pub(super) const ZIP64_LOCATOR: u32 = 0x0706_4b50;
+pub(super) const ZIP64_EXTRA: u16 = 0x0001;
 /// The extra field PyTorch pads local headers with (its payload is `Z`s).
-const PADDING_EXTRA: u16 = 0x4246; // "FB"
-const ALIGNMENT: u64 = 64;
-const LOCAL_HEADER_LEN: u64 = 30;
-const EOCD_LEN: usize = 22;
-const ZIP64_EOCD_LEN: usize = 56;
-const ZIP64_LOCATOR_LEN: usize = 20;
+pub(super) const PADDING_EXTRA: u16 = 0x4246; // "FB"
+pub(super) const ALIGNMENT: u64 = 64;
+pub(super) const LOCAL_HEADER_LEN: u64 = 30;
+pub(super) const EOCD_LEN: usize = 22;
+pub(super) const ZIP64_EOCD_LEN: usize = 56;
+pub(super) const ZIP64_LOCATOR_LEN: usize = 20;
 /// Version 4.5: zip64.
-const VERSION: u16 = 45;
+pub(super) const VERSION: u16 = 45;
 /// General purpose flag bit 3: the CRC and sizes follow the data (the local header's are zero).
-const DATA_DESCRIPTOR: u16 = 0x0008;
+pub(super) const DATA_DESCRIPTOR: u16 = 0x0008;
 /// General purpose flag bit 11: names are UTF-8.
-const UTF8_NAMES: u16 = 0x0800;
+pub(super) const UTF8_NAMES: u16 = 0x0800;
 /// 1980-01-01 in MS-DOS date format (PyTorch writes no meaningful time either).
-const DOS_DATE: u16 = (1 << 5) | 1;
+pub(super) const DOS_DATE: u16 = (1 << 5) | 1;
 
 /// Little-endian fields read from a byte slice; running out is an error, never a panic.
 pub(super) struct Bytes<'a> {
@@ -97,16 +96,16 @@ fn damaged(reason: impl Into<String>) -> Fault {
 }
 
 /// Where an entry is and what it should hold.
-struct Entry {
-    local_header: u64,
+pub(super) struct Entry {
+    pub local_header: u64,
     /// Where its data starts: found in its local header, checked when the archive is opened.
-    data: u64,
+    pub data: u64,
     /// The bytes its data takes in the file (its size, for the stored entries read here).
-    compressed: u64,
-    size: u64,
-    crc: u32,
-    flags: u16,
-    method: u16,
+    pub compressed: u64,
+    pub size: u64,
+    pub crc: u32,
+    pub flags: u16,
+    pub method: u16,
 }
 
 impl Entry {
@@ -432,125 +431,11 @@ fn read_central_header(bytes: &mut Bytes) -> Result<(String, Entry), Fault> {
     Ok((name, Entry { local_header, data: 0, compressed, size, crc, flags, method }))
 }
 
-/// Writes a zip archive entry by entry, each entry's data aligned to 64 bytes.
-pub(super) struct ZipWriter<W: Write> {
-    out: W,
-    offset: u64,
-    written: Vec<(String, Entry)>,
-}
-
-fn too_long(what: &str) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{what} is too long for a zip archive"))
-}
-
-impl<W: Write> ZipWriter<W> {
-    pub fn new(out: W) -> Self {
-        Self { out, offset: 0, written: Vec::new() }
-    }
-
-    fn put(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.out.write_all(bytes)?;
-        self.offset += bytes.len() as u64;
-        Ok(())
-    }
-
-    pub fn add(&mut self, name: &str, data: &[u8]) -> std::io::Result<()> {
-        let name_len = u16::try_from(name.len()).map_err(|_| too_long("an entry name"))?;
-        let size = data.len() as u64;
-        let large = size >= u64::from(u32::MAX);
-        let mut extra = Vec::new();
-        if large {
-            extra.extend_from_slice(&ZIP64_EXTRA.to_le_bytes());
-            extra.extend_from_slice(&16u16.to_le_bytes());
-            extra.extend_from_slice(&size.to_le_bytes());
-            extra.extend_from_slice(&size.to_le_bytes());
-        }
-        // PyTorch's padding: an extra field `FB` of `Z`s that ends where the data is aligned.
-        let unpadded = self.offset + LOCAL_HEADER_LEN + u64::from(name_len) + extra.len() as u64 + 4;
-        let padding = (ALIGNMENT - unpadded % ALIGNMENT) % ALIGNMENT;
-        extra.extend_from_slice(&PADDING_EXTRA.to_le_bytes());
-        extra.extend_from_slice(&(padding as u16).to_le_bytes());
-        extra.resize(extra.len() + padding as usize, b'Z');
-        let crc = crc32fast::hash(data);
-        let size32 = if large { u32::MAX } else { size as u32 };
-        let local_header = self.offset;
-        let mut header = Vec::with_capacity(LOCAL_HEADER_LEN as usize);
-        header.extend_from_slice(&LOCAL_HEADER.to_le_bytes());
-        for field in [VERSION, UTF8_NAMES, 0, 0, DOS_DATE] {
-            header.extend_from_slice(&field.to_le_bytes());
-        }
-        for field in [crc, size32, size32] {
-            header.extend_from_slice(&field.to_le_bytes());
-        }
-        header.extend_from_slice(&name_len.to_le_bytes());
-        header.extend_from_slice(&(extra.len() as u16).to_le_bytes());
-        self.put(&header)?;
-        self.put(name.as_bytes())?;
-        self.put(&extra)?;
-        let entry =
-            Entry { local_header, data: self.offset, compressed: size, size, crc, flags: UTF8_NAMES, method: 0 };
-        self.put(data)?;
-        self.written.push((name.to_string(), entry));
-        Ok(())
-    }
-
-    /// Writes the central directory (every entry with a zip64 extra field) and the end
-    /// records, and gives the output back.
-    pub fn finish(mut self) -> std::io::Result<W> {
-        let start = self.offset;
-        let mut central = Vec::new();
-        for (name, entry) in &self.written {
-            central.extend_from_slice(&CENTRAL_HEADER.to_le_bytes());
-            for field in [VERSION, VERSION, entry.flags, entry.method, 0, DOS_DATE] {
-                central.extend_from_slice(&field.to_le_bytes());
-            }
-            for field in [entry.crc, u32::MAX, u32::MAX] {
-                central.extend_from_slice(&field.to_le_bytes());
-            }
-            for field in [name.len() as u16, 28, 0, 0, 0] {
-                central.extend_from_slice(&field.to_le_bytes());
-            }
-            central.extend_from_slice(&0u32.to_le_bytes()); // external attributes
-            central.extend_from_slice(&u32::MAX.to_le_bytes()); // local header: in the zip64 field
-            central.extend_from_slice(name.as_bytes());
-            central.extend_from_slice(&ZIP64_EXTRA.to_le_bytes());
-            central.extend_from_slice(&24u16.to_le_bytes());
-            for field in [entry.size, entry.size, entry.local_header] {
-                central.extend_from_slice(&field.to_le_bytes());
-            }
-        }
-        self.put(&central)?;
-        let count = self.written.len() as u64;
-        let size = central.len() as u64;
-        let zip64_record = self.offset;
-        let mut end = Vec::with_capacity(ZIP64_EOCD_LEN + ZIP64_LOCATOR_LEN + EOCD_LEN);
-        end.extend_from_slice(&ZIP64_END_OF_CENTRAL_DIRECTORY.to_le_bytes());
-        end.extend_from_slice(&((ZIP64_EOCD_LEN - 12) as u64).to_le_bytes());
-        end.extend_from_slice(&VERSION.to_le_bytes());
-        end.extend_from_slice(&VERSION.to_le_bytes());
-        end.extend_from_slice(&[0u8; 8]); // disks
-        for field in [count, count, size, start] {
-            end.extend_from_slice(&field.to_le_bytes());
-        }
-        end.extend_from_slice(&ZIP64_LOCATOR.to_le_bytes());
-        end.extend_from_slice(&0u32.to_le_bytes());
-        end.extend_from_slice(&zip64_record.to_le_bytes());
-        end.extend_from_slice(&1u32.to_le_bytes());
-        let count16 = u16::try_from(count).unwrap_or(u16::MAX);
-        end.extend_from_slice(&END_OF_CENTRAL_DIRECTORY.to_le_bytes());
-        end.extend_from_slice(&[0u8; 4]); // disks
-        end.extend_from_slice(&count16.to_le_bytes());
-        end.extend_from_slice(&count16.to_le_bytes());
-        end.extend_from_slice(&u32::try_from(size).unwrap_or(u32::MAX).to_le_bytes());
-        end.extend_from_slice(&u32::try_from(start).unwrap_or(u32::MAX).to_le_bytes());
-        end.extend_from_slice(&0u16.to_le_bytes()); // comment
-        self.put(&end)?;
-        Ok(self.out)
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
+    use super::super::zip_writer::ZipWriter;
     use super::*;
 
     #[test]
@@ -571,8 +456,10 @@ mod tests {
         assert_eq!(data % 64, 0);
     }
 
-    /// A local header with these fields for the entry `a/x`.
+    /// A local header with these fields for the entry `a/x`, padded to 64 bytes (where
+    /// [`ZipWriter`] puts the data of an archive's first entry).
     fn local_header(flags: u16, crc: u32, sizes: [u32; 2], extra: &[u8]) -> Vec<u8> {
+        let padding = 64 - LOCAL_HEADER_LEN as usize - 3 - extra.len() - 4;
         let mut header = LOCAL_HEADER.to_le_bytes().to_vec();
         for field in [VERSION, flags, 0, 0, DOS_DATE] {
             header.extend_from_slice(&field.to_le_bytes());
@@ -580,25 +467,28 @@ mod tests {
         for field in [crc, sizes[0], sizes[1]] {
             header.extend_from_slice(&field.to_le_bytes());
         }
-        for field in [3, extra.len() as u16] {
+        for field in [3, (extra.len() + 4 + padding) as u16] {
             header.extend_from_slice(&field.to_le_bytes());
         }
         header.extend_from_slice(b"a/x");
         header.extend_from_slice(extra);
+        header.extend_from_slice(&PADDING_EXTRA.to_le_bytes());
+        header.extend_from_slice(&(padding as u16).to_le_bytes());
+        header.resize(64, b'Z');
         header
     }
 
-    /// Opens an archive of one entry `a/x` of `data` behind `header`, the central directory
-    /// (with `flags`) written as [`ZipWriter`] writes it, and reads the entry.
+    /// Opens an archive of one entry `a/x` of `data` as [`ZipWriter`] writes it, with `header`
+    /// instead of its local header and `flags` in its central directory record, and reads it.
     fn read_behind(header: Vec<u8>, flags: u16, data: &[u8]) -> Result<Vec<u8>, Fault> {
         let mut zip = ZipWriter::new(Vec::new());
-        zip.put(&header).unwrap();
-        let (size, crc) = (data.len() as u64, crc32fast::hash(data));
-        let entry = Entry { local_header: 0, data: zip.offset, compressed: size, size, crc, flags, method: 0 };
-        zip.put(data).unwrap();
-        zip.written.push(("a/x".into(), entry));
+        zip.add("a/x", data).unwrap();
+        let mut bytes = zip.finish().unwrap();
+        bytes[..64].copy_from_slice(&header);
+        let central = bytes.windows(4).position(|w| w == CENTRAL_HEADER.to_le_bytes()).unwrap();
+        bytes[central + 8..central + 10].copy_from_slice(&flags.to_le_bytes());
         let mut file = tempfile::tempfile().unwrap();
-        file.write_all(&zip.finish().unwrap()).unwrap();
+        file.write_all(&bytes).unwrap();
         Ok(ZipReader::open(file)?.read("a/x")?.unwrap())
     }
 

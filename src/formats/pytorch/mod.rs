@@ -38,6 +38,7 @@
 mod archive;
 mod pickle;
 mod writer;
+mod zip_writer;
 
 use std::collections::BTreeMap;
 use std::fs::File;

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use tch::{Device, Tensor};
 
-use super::archive::ZipWriter;
+use super::zip_writer::ZipWriter;
 use super::{contiguous_strides, PtValue, PytorchError, MAX_DEPTH, STORAGE_TYPES};
 use crate::formats::atomic::write_atomically_with;
 
