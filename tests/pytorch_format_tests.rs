@@ -55,6 +55,7 @@ fn describe(value: &PtValue, tensors: &mut Vec<(String, Tensor)>) -> Value {
         PtValue::Tuple(items) => json!({ "tuple": all(items, tensors) }),
         PtValue::Dict(items) => json!({ "dict": pairs(items, tensors) }),
         PtValue::OrderedDict(items) => json!({ "odict": pairs(items, tensors) }),
+        PtValue::Counter(items) => json!({ "counter": pairs(items, tensors) }),
         PtValue::Tensor(t) => {
             let name = format!("t{}", tensors.len());
             tensors.push((name.clone(), t.shallow_clone()));
@@ -309,6 +310,12 @@ fn rust_checkpoint() -> PtValue {
         (s("tuples"), PtValue::List((0..6).map(|n| PtValue::Tuple((0..n).map(PtValue::Int).collect())).collect())),
         (s("empty"), PtValue::List(vec![PtValue::List(vec![]), PtValue::Dict(vec![]), PtValue::OrderedDict(vec![])])),
         (PtValue::Int(-5), PtValue::Bool(true)),
+        // MultiStepLR's milestones.
+        (
+            s("milestones"),
+            PtValue::Counter(vec![(PtValue::Int(30), PtValue::Int(1)), (PtValue::Int(80), PtValue::Int(2))]),
+        ),
+        (s("empty_counter"), PtValue::Counter(vec![])),
     ]);
     PtValue::Dict(vec![
         (s("model"), model),

@@ -12,7 +12,8 @@
 //!   `.storage_alignment` and `.data/serialization_id`.
 //!
 //! [`load`] reads such a file with a restricted unpickler: the only globals it accepts are
-//! `collections.OrderedDict`, `torch._utils._rebuild_tensor_v2`, `torch._utils._rebuild_parameter`
+//! `collections.OrderedDict`, `collections.Counter` (in which `MultiStepLR.state_dict()` keeps
+//! its milestones), `torch._utils._rebuild_tensor_v2`, `torch._utils._rebuild_parameter`
 //! (and `_rebuild_parameter_with_state`) and the typed storages
 //! (`torch.FloatStorage`, `HalfStorage`, `BFloat16Storage`, `DoubleStorage`, `LongStorage`,
 //! `IntStorage`, `ShortStorage`, `CharStorage`, `ByteStorage`, `BoolStorage`). That covers
@@ -21,7 +22,10 @@
 //! global (`os.system`, `builtins.eval`, …) is refused with [`PytorchError::ForbiddenGlobal`]
 //! before anything else happens: the reader never calls anything named in the file, it only
 //! recognises these names and builds the values itself. Every malformed input gives an error,
-//! never a panic; lengths are checked against the file before anything is allocated.
+//! never a panic; lengths are checked against the file before anything is allocated. The zip
+//! archive is checked as a whole when it is opened (each local header agrees with the central
+//! directory, no two entries share a byte), so that nothing allocates much beyond the file's
+//! size: at most its stored bytes once, plus copies of partial views bounded by the same.
 //!
 //! [`save`] writes the same layout, which `torch.load(path)` reads with its default
 //! `weights_only=True`; the file is written beside the target, synced and renamed over it.
@@ -34,10 +38,12 @@
 mod archive;
 mod pickle;
 mod writer;
+mod zip_writer;
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
+use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
 
 use tch::{Kind, Tensor};
@@ -60,16 +66,19 @@ pub enum PtValue {
     /// A `collections.OrderedDict` (what `state_dict()` returns), in order. Its `_metadata`
     /// attribute (module versions) is read and dropped.
     OrderedDict(Vec<(PtValue, PtValue)>),
+    /// A `collections.Counter` (a dict subclass), in order: `MultiStepLR` keeps its milestones
+    /// in one, each with how many times it was given.
+    Counter(Vec<(PtValue, PtValue)>),
     /// A CPU tensor that owns its memory (or shares it with another tensor of the same file
     /// that covers the same whole storage, as in PyTorch).
     Tensor(Tensor),
 }
 
 impl PtValue {
-    /// The entries of a `dict` or an `OrderedDict`.
+    /// The entries of a `dict`, an `OrderedDict` or a `Counter`.
     pub fn as_dict(&self) -> Option<&[(PtValue, PtValue)]> {
         match self {
-            PtValue::Dict(items) | PtValue::OrderedDict(items) => Some(items),
+            PtValue::Dict(items) | PtValue::OrderedDict(items) | PtValue::Counter(items) => Some(items),
             _ => None,
         }
     }
@@ -150,6 +159,7 @@ impl PtValue {
             PtValue::Tuple(_) => "tuple",
             PtValue::Dict(_) => "dict",
             PtValue::OrderedDict(_) => "OrderedDict",
+            PtValue::Counter(_) => "Counter",
             PtValue::Tensor(_) => "Tensor",
         }
     }
@@ -228,7 +238,7 @@ pub enum PytorchError {
     Archive { path: PathBuf, reason: String },
     #[error(
         "{path}: refused to load: the pickle names `{module}.{name}`, which is not allowed \
-         (only tensors, storages and OrderedDict are; nothing from the file was executed){hint}"
+         (only tensors, storages, OrderedDict and Counter are; nothing from the file was executed){hint}"
     )]
     ForbiddenGlobal { path: PathBuf, module: String, name: String, hint: &'static str },
     #[error("{path}: invalid pickle (data.pkl) at byte {offset}: {reason}")]
@@ -384,7 +394,7 @@ impl pickle::Storages for ArchiveStorages<'_> {
         let size = self
             .checkpoint
             .zip
-            .checked_size(&entry)?
+            .size(&entry)
             .ok_or_else(|| Fault::Archive(format!("storage `{key}` has no entry `data/{key}`")))?;
         let expected = usize::try_from(numel).ok().and_then(|n| n.checked_mul(kind.elt_size_in_bytes()));
         if expected.map(|e| e as u64) != Some(size) {
@@ -398,10 +408,11 @@ impl pickle::Storages for ArchiveStorages<'_> {
         let len = expected.unwrap_or(0);
         if len > 0 {
             // SAFETY: a new, contiguous CPU tensor of exactly `len` bytes that nothing else
-            // references yet; the slice does not outlive this block.
-            let out = unsafe { std::slice::from_raw_parts_mut(tensor.data_ptr().cast::<u8>(), len) };
-            self.checkpoint.zip.read_into(&entry, out)?;
-            if kind == Kind::Bool && out.iter().any(|&b| b > 1) {
+            // references yet, and the slice does not outlive this block. Its memory was never
+            // initialised, so it is seen as `MaybeUninit` until `read_into` has filled it.
+            let out = unsafe { std::slice::from_raw_parts_mut(tensor.data_ptr().cast::<MaybeUninit<u8>>(), len) };
+            let bytes = self.checkpoint.zip.read_into(&entry, out)?;
+            if kind == Kind::Bool && bytes.iter().any(|&b| b > 1) {
                 return Err(Fault::Tensor(format!("storage `{key}` of booleans holds values other than 0 and 1")));
             }
         }

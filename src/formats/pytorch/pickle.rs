@@ -28,6 +28,7 @@ pub(super) trait Storages {
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Global {
     OrderedDict,
+    Counter,
     RebuildTensorV2,
     RebuildParameter,
     RebuildParameterWithState,
@@ -37,6 +38,7 @@ enum Global {
 fn allowed(module: &str, name: &str) -> Option<Global> {
     match (module, name) {
         ("collections", "OrderedDict") => Some(Global::OrderedDict),
+        ("collections", "Counter") => Some(Global::Counter),
         ("torch._utils", "_rebuild_tensor_v2") => Some(Global::RebuildTensorV2),
         ("torch._utils", "_rebuild_parameter") => Some(Global::RebuildParameter),
         ("torch._utils", "_rebuild_parameter_with_state") => Some(Global::RebuildParameterWithState),
@@ -65,15 +67,24 @@ enum Container {
     Dict(Dict),
 }
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Dict {
     items: Vec<(Obj, Obj)>,
     /// Positions of the string and int keys, so that a repeated key replaces the value.
     index: HashMap<Key, usize>,
-    ordered: bool,
+    kind: DictKind,
 }
 
-#[derive(Hash, PartialEq, Eq)]
+/// Which class of dict: Python's own, or one of the two subclasses allowed.
+#[derive(Clone, Copy, Default)]
+enum DictKind {
+    #[default]
+    Plain,
+    Ordered,
+    Counter,
+}
+
+#[derive(Clone, Hash, PartialEq, Eq)]
 enum Key {
     Str(Rc<str>),
     Int(i64),
@@ -113,6 +124,8 @@ pub(super) fn unpickle(pickle: &[u8], storages: &mut impl Storages, copy_budget:
         containers: Vec::new(),
         storages,
         copy_budget,
+        // Each item of a dict took at least a byte of pickle to make.
+        item_copy_budget: pickle.len(),
     };
     let root = machine.run()?;
     // The result may be at most 64 bytes per byte of pickle (strings count their length).
@@ -133,6 +146,9 @@ struct Machine<'a, S: Storages> {
     containers: Vec<Rc<RefCell<Container>>>,
     storages: &'a mut S,
     copy_budget: u64,
+    /// The dict items that `Counter(dict)` may still copy: without a bound, a pickle could copy
+    /// one large dict once per few bytes of pickle.
+    item_copy_budget: usize,
 }
 
 impl<S: Storages> Drop for Machine<'_, S> {
@@ -479,7 +495,22 @@ impl<S: Storages> Machine<'_, S> {
         let args = self.tuple(&args, "REDUCE's argument")?;
         match (global, args.as_slice()) {
             (Global::OrderedDict, []) => {
-                Ok(self.new_container(Container::Dict(Dict { ordered: true, ..Dict::default() })))
+                Ok(self.new_container(Container::Dict(Dict { kind: DictKind::Ordered, ..Dict::default() })))
+            }
+            (Global::Counter, []) => {
+                Ok(self.new_container(Container::Dict(Dict { kind: DictKind::Counter, ..Dict::default() })))
+            }
+            // `Counter(mapping)`, as Python pickles a Counter: a copy of the dict's items.
+            (Global::Counter, [Obj::Ref(mapping)]) => {
+                let copy = match &*mapping.try_borrow().map_err(|_| self.bad("a container is in use"))? {
+                    Container::Dict(dict) => Dict { kind: DictKind::Counter, ..dict.clone() },
+                    _ => return Err(self.bad("Counter of something that is not a dict")),
+                };
+                self.item_copy_budget = self
+                    .item_copy_budget
+                    .checked_sub(copy.items.len())
+                    .ok_or_else(|| self.bad("the pickle copies more dict items than it holds"))?;
+                Ok(self.new_container(Container::Dict(copy)))
             }
             (
                 Global::RebuildTensorV2,
@@ -499,7 +530,8 @@ impl<S: Storages> Machine<'_, S> {
         }
     }
 
-    /// BUILD: only an OrderedDict's attributes (`_metadata`), which are dropped.
+    /// BUILD: only the attributes of a dict subclass (an OrderedDict's `_metadata`), which are
+    /// dropped.
     fn build(&mut self, state: Obj) -> Result<(), Fault> {
         let target_is_dict = Self::is_dict(self.top()?);
         if target_is_dict && (Self::is_dict(&state) || matches!(state, Obj::None)) {
@@ -610,10 +642,10 @@ impl<S: Storages> Machine<'_, S> {
                                 Ok((self.convert(k, depth + 1, budget)?, self.convert(v, depth + 1, budget)?))
                             })
                             .collect::<Result<_, Fault>>()?;
-                        if dict.ordered {
-                            PtValue::OrderedDict(items)
-                        } else {
-                            PtValue::Dict(items)
+                        match dict.kind {
+                            DictKind::Plain => PtValue::Dict(items),
+                            DictKind::Ordered => PtValue::OrderedDict(items),
+                            DictKind::Counter => PtValue::Counter(items),
                         }
                     }
                 }

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use tch::{Device, Tensor};
 
-use super::archive::ZipWriter;
+use super::zip_writer::ZipWriter;
 use super::{contiguous_strides, PtValue, PytorchError, MAX_DEPTH, STORAGE_TYPES};
 use crate::formats::atomic::write_atomically_with;
 
@@ -236,6 +236,13 @@ impl<'a> Pickler<'a> {
             PtValue::OrderedDict(items) => {
                 self.ordered_dict();
                 self.items(items, depth)?;
+            }
+            // As Python pickles it: `Counter(dict)`, the dict written in place.
+            PtValue::Counter(items) => {
+                self.global("collections", "Counter");
+                self.out.push(b'}');
+                self.items(items, depth)?;
+                self.out.extend_from_slice(&[0x85, b'R']);
             }
             PtValue::Tensor(tensor) => self.tensor(tensor)?,
         }
