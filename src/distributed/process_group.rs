@@ -233,8 +233,8 @@ impl ProcessGroup {
         self.device
     }
 
-    /// What a collective of this group checks before it starts: `tensor` is defined, dense,
-    /// contiguous and on the group's device. A caller that launches several collectives checks
+    /// What a collective of this group checks before it starts: `tensor` is defined, on the
+    /// group's device and contiguous. A caller that launches several collectives checks
     /// them all first, so that a refusal never leaves the ranks disagreeing on what was sent.
     pub fn check_tensor(&self, tensor: &Tensor, what: &str) -> Result<()> {
         let bad = |reason: String| Err(DistError::BadTensor { what: what.to_string(), reason });
@@ -308,6 +308,14 @@ impl ProcessGroup {
     /// [`Work`] has been waited for. Several can be in flight, completing in launch order.
     /// The backend writes `tensor` until then, so the [`Work`] borrows it mutably: it can be
     /// neither read nor dropped before the work is waited for (or dropped, which waits).
+    ///
+    /// ```compile_fail,E0505
+    /// # fn f(group: &tch_alexnet::distributed::ProcessGroup, mut sums: tch::Tensor) {
+    /// let work = group.all_reduce_sum_async(&mut sums).unwrap();
+    /// drop(sums); // refused: the collective may still be writing it
+    /// work.wait().unwrap();
+    /// # }
+    /// ```
     pub fn all_reduce_sum_async<'a>(&'a self, tensor: &'a mut Tensor) -> Result<Work<'a>> {
         self.all_reduce_sum_start(tensor)
     }
