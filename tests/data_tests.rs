@@ -367,7 +367,8 @@ fn fused_cpu_pipeline_matches_libtorch_ops() {
                 (&scale, &shift),
                 size,
                 channels_last,
-            );
+            )
+            .unwrap();
             assert_eq!(got.size(), want.size());
             let diff = common::max_abs_diff(&got, &want);
             assert!(diff < 1e-5, "size {size}, channels_last {channels_last}: max diff {diff}");
@@ -382,6 +383,76 @@ fn fused_cpu_pipeline_matches_libtorch_ops() {
     assert!(gathered.equal(&direct), "apply_gathered and apply differ");
 }
 
+/// Degenerate batches through both CPU kernels, in both layouts: an empty batch is an empty
+/// result (as in libtorch), images without pixels and output sizes below 1 are errors (libtorch
+/// refuses them too), an absurd size is an allocation error. Before the checks, these read
+/// through a null pointer or out of bounds (`taps` wrapped `0 - 1` in release builds); run it
+/// with `--release` as well.
+#[test]
+fn resize_kernels_refuse_images_without_pixels_and_return_empty_batches() {
+    use tch_alexnet::data::resize::{gather_normalise_resize_cpu, upsample_bilinear_cpu, ResizeError};
+    let floats = |shape: &[i64]| Tensor::ones(shape, (Kind::Float, Device::Cpu));
+    let bytes = |shape: &[i64]| Tensor::ones(shape, (Kind::Uint8, Device::Cpu));
+    let gather = |images: &Tensor, indices: &[i64], size, channels_last| {
+        let c = images.size().get(1).copied().unwrap_or(0).max(0) as usize;
+        let (scale, shift) = (vec![1.0f32; c], vec![0.0f32; c]);
+        gather_normalise_resize_cpu(images, indices, None, (&scale, &shift), size, channels_last)
+    };
+    for channels_last in [false, true] {
+        let empty = upsample_bilinear_cpu(&floats(&[0, 3, 32, 32]), 227, channels_last).expect("empty batch");
+        assert_eq!(empty.size(), [0, 3, 227, 227]);
+        for images in [bytes(&[0, 3, 32, 32]), bytes(&[4, 3, 32, 32])] {
+            let empty = gather(&images, &[], 227, channels_last).expect("no indices");
+            assert_eq!(empty.size(), [0, 3, 227, 227]);
+        }
+        for shape in [[2i64, 3, 0, 32], [2, 3, 32, 0], [2, 0, 32, 32], [0, 3, 0, 0], [1, 1, 0, 1]] {
+            let no_pixels = ResizeError::NoPixels(shape.to_vec());
+            assert_eq!(upsample_bilinear_cpu(&floats(&shape), 5, channels_last).unwrap_err(), no_pixels);
+            let indices: Vec<i64> = (0..shape[0]).collect();
+            assert_eq!(gather(&bytes(&shape), &indices, 5, channels_last).unwrap_err(), no_pixels);
+        }
+        for size in [0, -1, i64::MIN] {
+            let error = upsample_bilinear_cpu(&floats(&[2, 3, 4, 4]), size, channels_last).unwrap_err();
+            assert_eq!(error, ResizeError::BadSize(size));
+            assert_eq!(
+                gather(&bytes(&[2, 3, 4, 4]), &[1], size, channels_last).unwrap_err(),
+                ResizeError::BadSize(size)
+            );
+        }
+        let error = upsample_bilinear_cpu(&floats(&[1, 3, 2, 2]), 1 << 40, channels_last).unwrap_err();
+        assert!(matches!(error, ResizeError::Alloc { .. }), "{error}");
+        let error = upsample_bilinear_cpu(&floats(&[3, 32, 32]), 5, channels_last).unwrap_err();
+        assert_eq!(error, ResizeError::NotFourDimensional(vec![3, 32, 32]));
+        assert!(error.to_string().contains("[N, C, H, W]"), "{error}");
+    }
+    let message = upsample_bilinear_cpu(&floats(&[2, 3, 0, 32]), 5, false).unwrap_err().to_string();
+    assert!(message.contains("[2, 3, 0, 32] have no pixels"), "{message}");
+}
+
+/// One-pixel axes, in and out, against libtorch: every tap of such an axis is pixel 0.
+#[test]
+fn resize_kernels_handle_one_pixel_axes() {
+    use tch_alexnet::data::resize::{gather_normalise_resize_cpu, upsample_bilinear_cpu};
+    for (n, c, h, w, s) in
+        [(2i64, 3i64, 1i64, 1i64, 5i64), (1, 1, 1, 7, 1), (2, 3, 5, 4, 1), (1, 3, 32, 32, 1), (1, 2, 1, 1, 1)]
+    {
+        let xs = Tensor::randn([n, c, h, w], (Kind::Float, Device::Cpu));
+        let want = xs.upsample_bilinear2d([s, s], false, None, None);
+        let images = Tensor::randint(256, [n, c, h, w], (Kind::Uint8, Device::Cpu));
+        let want_gathered = images.to_kind(Kind::Float).upsample_bilinear2d([s, s], false, None, None);
+        let (scale, shift) = (vec![1.0f32; c as usize], vec![0.0f32; c as usize]);
+        let indices: Vec<i64> = (0..n).collect();
+        for channels_last in [false, true] {
+            let got = upsample_bilinear_cpu(&xs, s, channels_last).unwrap();
+            let diff = common::max_abs_diff(&got, &want);
+            assert!(diff < 1e-5, "[{n},{c},{h},{w}] → {s} (channels_last {channels_last}): max diff {diff}");
+            let got = gather_normalise_resize_cpu(&images, &indices, None, (&scale, &shift), s, channels_last).unwrap();
+            let diff = common::max_abs_diff(&got, &want_gathered);
+            assert!(diff < 1e-3, "gathered [{n},{c},{h},{w}] → {s} (channels_last {channels_last}): max diff {diff}");
+        }
+    }
+}
+
 /// The CPU resize kernel against libtorch's `upsample_bilinear2d(align_corners = false)`, in
 /// both layouts and for several shapes (odd sizes, one row, down- and upsampling).
 #[test]
@@ -392,7 +463,7 @@ fn cpu_resize_kernel_matches_libtorch() {
         let xs = Tensor::randn([n, c, h, w], (Kind::Float, Device::Cpu));
         let want = xs.upsample_bilinear2d([s, s], false, None, None);
         for channels_last in [false, true] {
-            let got = tch_alexnet::data::resize::upsample_bilinear_cpu(&xs, s, channels_last);
+            let got = tch_alexnet::data::resize::upsample_bilinear_cpu(&xs, s, channels_last).unwrap();
             assert_eq!(got.size(), want.size());
             let diff = common::max_abs_diff(&got, &want);
             assert!(diff < 1e-5, "[{n},{c},{h},{w}] → {s} (channels_last {channels_last}): max diff {diff}");

@@ -239,15 +239,86 @@ fn invalid_options_are_refused_before_any_connection() {
     assert!(error.to_string().contains("timeout"), "{error}");
 }
 
+/// A group declared for `cuda:0` (Gloo itself would take CPU tensors too) refuses CPU tensors
+/// in every collective, before anything is sent, and stays usable; NCCL is refused a CPU
+/// device outright. One rank, in this process.
+#[test]
+fn a_group_refuses_tensors_on_another_device() {
+    let nccl_on_cpu = ProcessGroupOptions { backend: Backend::Nccl, ..options(0, 1, free_port(), TIMEOUT) };
+    let error = ProcessGroup::new(nccl_on_cpu).expect_err("NCCL on the CPU");
+    assert!(error.to_string().contains("NCCL runs collectives on CUDA tensors only, not on cpu"), "{error}");
+    if !gloo_available("a_group_refuses_tensors_on_another_device") {
+        return;
+    }
+    let group =
+        ProcessGroup::new(ProcessGroupOptions { device: Device::Cuda(0), ..options(0, 1, free_port(), TIMEOUT) })
+            .expect("a one-rank Gloo group");
+    assert_eq!(group.device(), Device::Cuda(0));
+    let mut t = Tensor::from_slice(&[1.0f32, 2.0]);
+    let refused = |error: DistError, op: &str| {
+        let message = error.to_string();
+        assert!(matches!(error, DistError::WrongDevice { .. }), "{op}: {message}");
+        assert!(message.contains("the tensor is on cpu") && message.contains("run on cuda:0"), "{op}: {message}");
+    };
+    refused(group.all_reduce_sum(&t).expect_err("all_reduce_sum"), "all_reduce_sum");
+    refused(group.all_reduce_mean(&t).expect_err("all_reduce_mean"), "all_reduce_mean");
+    refused(group.all_reduce_sum_async(&mut t).err().expect("all_reduce_sum_async"), "all_reduce_sum_async");
+    refused(group.broadcast(std::slice::from_ref(&t), 0).expect_err("broadcast"), "broadcast");
+    let param = Tensor::zeros([3], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+    let mut reducer = GradientReducer::new(std::slice::from_ref(&param), DEFAULT_BUCKET_BYTES).expect("reducer");
+    refused(reducer.all_reduce(&group, std::slice::from_ref(&param)).expect_err("gradients"), "gradients");
+    assert!(t.equal(&Tensor::from_slice(&[1.0f32, 2.0])), "a refused tensor is untouched: {t}");
+    group.barrier().expect("the group still works after refusals");
+}
+
+/// Data-parallel training's own sums (the stop flag, the epoch sums, the evaluation counts) go
+/// to the group's device: on a group declared for `cuda:0` they are moved there, not refused as
+/// CPU tensors. Without a GPU the move itself fails, with the context that says so; with one,
+/// the sums come back.
+#[test]
+fn data_parallel_sums_travel_on_the_groups_device() {
+    use tch_alexnet::train::data_parallel::DataParallel;
+    use tch_alexnet::train::evaluation::EvalResult;
+    use tch_alexnet::train::metrics::EpochSums;
+    if !gloo_available("data_parallel_sums_travel_on_the_groups_device") {
+        return;
+    }
+    let group =
+        ProcessGroup::new(ProcessGroupOptions { device: Device::Cuda(0), ..options(0, 1, free_port(), TIMEOUT) })
+            .expect("a one-rank Gloo group");
+    let dp = DataParallel::with_group(group, 0);
+    let sums = EpochSums { loss_sum: 2.5, correct: 3, seen: 4, train_seconds: 1.0 };
+    let eval = EvalResult::from_sums(2, 1.0, &[1, 0, 0, 1], 2);
+    let results = [
+        dp.any(true).map(|any| assert!(any)),
+        dp.global_sums(&EpochSums::default(), &sums).map(|got| assert_eq!((got.correct, got.seen), (3, 4))),
+        dp.merge_eval(eval).map(|got| assert_eq!(got.confusion, [[1, 0], [0, 1]])),
+    ];
+    for result in results {
+        match result {
+            Ok(()) => assert!(tch::Cuda::is_available(), "a tensor reached cuda:0 without a GPU?"),
+            Err(error) => {
+                let message = format!("{error:#}");
+                assert!(error.downcast_ref::<DistError>().is_none(), "refused by the group: {message}");
+                assert!(message.contains("to sum them over the ranks"), "{message}");
+                assert!(!tch::Cuda::is_available(), "with a GPU the sums must work: {message}");
+            }
+        }
+    }
+}
+
 #[test]
 fn nccl_without_a_gpu_is_an_error_not_a_crash() {
     if !Backend::Nccl.is_available() || tch::Cuda::is_available() {
         // Nothing to check: no NCCL in this build, or a GPU where NCCL would simply work.
         return;
     }
-    let result =
-        ProcessGroup::new(ProcessGroupOptions { backend: Backend::Nccl, ..options(0, 1, free_port(), TIMEOUT) })
-            .and_then(|group| group.all_reduce_sum(&Tensor::ones([4], (Kind::Float, Device::Cpu))));
+    let result = ProcessGroup::new(ProcessGroupOptions {
+        backend: Backend::Nccl,
+        device: Device::Cuda(0),
+        ..options(0, 1, free_port(), TIMEOUT)
+    })
+    .and_then(|group| group.all_reduce_sum(&Tensor::ones([4], (Kind::Float, Device::Cpu))));
     let error = result.expect_err("NCCL cannot run without a GPU");
     eprintln!("NCCL without a GPU: {error}");
 }
@@ -276,6 +347,7 @@ fn options(rank: usize, world_size: usize, port: u16, timeout: Duration) -> Proc
         master_port: port,
         timeout,
         backend: Backend::Gloo,
+        device: Device::Cpu,
     }
 }
 
@@ -341,7 +413,8 @@ fn all_reduce(group: &ProcessGroup) {
     assert!(t.equal(&Tensor::from_slice(&[2.0f32, 3.5, 5.0, 6.5])), "mean: {t}");
     // Integers, and several collectives in flight at once.
     let ints: Vec<Tensor> = (0..5).map(|i| Tensor::from_slice(&[i as i64 * 100 + group.rank() as i64])).collect();
-    let works: Vec<_> = ints.iter().map(|t| group.all_reduce_sum_async(t).expect("launch")).collect();
+    let mut ints = ints;
+    let works: Vec<_> = ints.iter_mut().map(|t| group.all_reduce_sum_async(t).expect("launch")).collect();
     for work in works {
         work.wait().expect("wait");
     }

@@ -290,7 +290,7 @@ fn run() -> Result<()> {
         "batch_size": bs,
         "amp": args.amp,
         "memory_format": args.memory_format,
-        "onednn": tch_alexnet::ffi::onednn_enabled(),
+        "onednn": tch_alexnet::ffi::onednn_enabled()?,
         "train_images_per_sec": median(train_rates.clone()),
         "train_runs": train_rates,
         "eval_images_per_sec": median(eval_rates.clone()),

@@ -15,8 +15,60 @@
 //! The arithmetic, operation by operation, is the one of the libtorch chain above (no fused
 //! multiply-add anywhere), so results agree with it to float rounding and the SIMD and scalar
 //! paths agree bit for bit (both tested). The CUDA path keeps libtorch's ops.
+//!
+//! Inputs libtorch refuses are refused here too, with a [`ResizeError`]: images without pixels
+//! (no channel, row or column) and output sizes below 1. An empty batch gives an empty result,
+//! as in libtorch. The output is written through `MaybeUninit`: `Tensor::empty` memory is never
+//! read or viewed as floats before the kernel has written every element (zeroing it first
+//! would add a pass over the batch's 40 MB).
+
+use std::mem::MaybeUninit;
 
 use tch::{Device, Kind, Tensor};
+
+/// Why a batch cannot be resized. The same inputs make libtorch's `upsample_bilinear2d` fail.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResizeError {
+    #[error("images must be [N, C, H, W], got shape {0:?}")]
+    NotFourDimensional(Vec<i64>),
+    #[error(
+        "images of shape [N, C, H, W] = {0:?} have no pixels to resize (C, H and W must be at least 1; an empty \
+         batch, N = 0, is fine)"
+    )]
+    NoPixels(Vec<i64>),
+    #[error("cannot resize to {0}×{0}: the output size must be at least 1")]
+    BadSize(i64),
+    #[error("cannot allocate the resized batch of shape {shape:?}: {message}")]
+    Alloc { shape: Vec<i64>, message: String },
+}
+
+/// `[N, C, H, W]` and the output size, checked: C, H, W and `size` at least 1 (N may be 0).
+fn checked_dims(dims: &[i64], size: i64) -> Result<(usize, (usize, usize, usize)), ResizeError> {
+    let [n, c, h, w] = *dims else { return Err(ResizeError::NotFourDimensional(dims.to_vec())) };
+    if c < 1 || h < 1 || w < 1 {
+        return Err(ResizeError::NoPixels(dims.to_vec()));
+    }
+    if size < 1 {
+        return Err(ResizeError::BadSize(size));
+    }
+    // libtorch's sizes are never negative, so N ≥ 0 and every cast is exact.
+    Ok((n as usize, (c as usize, h as usize, w as usize)))
+}
+
+/// The first `len` elements of a contiguous CPU tensor of element type `T`, as a slice; empty
+/// when `len` is 0, where libtorch's data pointer may be null.
+///
+/// # Safety
+/// `tensor` must be a contiguous CPU tensor of element type `T` with at least `len`
+/// initialised elements, not written while the slice lives.
+unsafe fn host_slice<T>(tensor: &Tensor, len: usize) -> &[T] {
+    if len == 0 {
+        return &[];
+    }
+    let data = tensor.data_ptr() as *const T;
+    assert!(!data.is_null(), "a tensor of {len} elements without data");
+    std::slice::from_raw_parts(data, len)
+}
 
 /// Source indices and weights of each output coordinate along one axis.
 struct Taps {
@@ -27,8 +79,10 @@ struct Taps {
 }
 
 /// libtorch's `area_pixel_compute_source_index` and `compute_source_index_and_lambda` for
-/// `align_corners = false` and no explicit scale.
+/// `align_corners = false` and no explicit scale. Every index is below `in_size`, which the
+/// kernel's unchecked reads rely on, so `in_size` must be at least 1 (checked).
 fn taps(in_size: usize, out_size: usize) -> Taps {
+    assert!(in_size > 0, "bilinear taps of an axis without pixels");
     let scale = in_size as f32 / out_size as f32;
     let mut t = Taps { i0: vec![], i1: vec![], w0: vec![], w1: vec![] };
     for o in 0..out_size {
@@ -146,9 +200,10 @@ impl Plan {
         }
     }
 
-    /// Resizes one `c×h×w` image into `out` (the layout of the plan). `rows` is scratch space
-    /// for `planes·h` interpolated rows.
-    fn resize_image(&self, src: &[f32], out: &mut [f32], rows: &mut [f32]) {
+    /// Resizes one `c×h×w` image into `out` (the layout of the plan), writing each of its
+    /// `output_len` elements: `planes` planes of `size` rows of `row_len`, and `planes · row_len`
+    /// is `c · size` in both layouts. `rows` is scratch space for `planes·h` interpolated rows.
+    fn resize_image(&self, src: &[f32], out: &mut [MaybeUninit<f32>], rows: &mut [f32]) {
         self.interpolate_rows(src, rows);
         let (h, len) = (self.h, self.row_len);
         for plane in 0..self.planes {
@@ -270,8 +325,9 @@ fn pick_rgb(
 }
 
 /// `dst = r0 · a + r1 · b`, the hot loop (about 10 million elements a batch). With AVX it runs
-/// 8 lanes wide; the arithmetic is the same either way (no fused multiply-add).
-fn blend_rows(dst: &mut [f32], r0: &[f32], r1: &[f32], a: f32, b: f32) {
+/// 8 lanes wide; the arithmetic is the same either way (no fused multiply-add). `dst` may be
+/// uninitialised: it is only written.
+fn blend_rows(dst: &mut [MaybeUninit<f32>], r0: &[f32], r1: &[f32], a: f32, b: f32) {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx") {
         // SAFETY: the CPU supports AVX (checked just above).
@@ -281,33 +337,45 @@ fn blend_rows(dst: &mut [f32], r0: &[f32], r1: &[f32], a: f32, b: f32) {
 }
 
 #[inline(always)]
-fn blend_rows_portable(dst: &mut [f32], r0: &[f32], r1: &[f32], a: f32, b: f32) {
+fn blend_rows_portable(dst: &mut [MaybeUninit<f32>], r0: &[f32], r1: &[f32], a: f32, b: f32) {
     for ((d, x0), x1) in dst.iter_mut().zip(r0).zip(r1) {
-        *d = x0 * a + x1 * b;
+        d.write(x0 * a + x1 * b);
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
-unsafe fn blend_rows_avx(dst: &mut [f32], r0: &[f32], r1: &[f32], a: f32, b: f32) {
+unsafe fn blend_rows_avx(dst: &mut [MaybeUninit<f32>], r0: &[f32], r1: &[f32], a: f32, b: f32) {
     blend_rows_portable(dst, r0, r1, a, b)
 }
 
-/// Runs `resize(image, source, output, rows)` for every image of the batch, spread over
-/// libtorch's thread count, into a new `float` tensor of the plan's layout.
-fn run_batch(n: usize, plan: &Plan, channels_last: bool, fill_source: impl Fn(usize, &mut [f32]) + Sync) -> Tensor {
-    let (c, s) = (plan.c as i64, plan.size as i64);
-    let shape = if channels_last { [n as i64, s, s, c] } else { [n as i64, c, s, s] };
-    let out = Tensor::empty(shape, (Kind::Float, Device::Cpu));
+/// Runs the plan on every image of the batch, spread over libtorch's thread count, into a new
+/// `float` tensor of the plan's layout; `fill_source(i, source)` writes image `i`'s `c·h·w`
+/// floats. The output is allocated before the plan (whose tables grow with `size`), so that an
+/// absurd size is an allocation error, not an abort.
+fn run_batch(
+    n: usize,
+    (c, h, w): (usize, usize, usize),
+    size: i64,
+    channels_last: bool,
+    fill_source: impl Fn(usize, &mut [f32]) + Sync,
+) -> Result<Tensor, ResizeError> {
+    let (ni, ci) = (n as i64, c as i64);
+    let shape = if channels_last { [ni, size, size, ci] } else { [ni, ci, size, size] };
+    let out = Tensor::f_empty(shape, (Kind::Float, Device::Cpu))
+        .map_err(|e| ResizeError::Alloc { shape: shape.to_vec(), message: e.to_string() })?;
     if n > 0 {
+        let plan = Plan::new((c, h, w), size as usize, channels_last);
         let image_len = plan.output_len();
-        // SAFETY: `out` is a contiguous float CPU tensor of exactly n·image_len elements, just
-        // allocated and not shared while this slice lives.
-        let output = unsafe { std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, n * image_len) };
+        // SAFETY: `out` is a contiguous float CPU tensor of exactly n·image_len > 0 elements
+        // (so its data pointer is non-null and aligned), just allocated and not shared while
+        // this slice lives. Its memory is uninitialised: the slice is of `MaybeUninit`, written
+        // only, and `resize_image` writes every element of each image.
+        let output = unsafe { std::slice::from_raw_parts_mut(out.data_ptr() as *mut MaybeUninit<f32>, n * image_len) };
         let threads = (tch::get_num_threads().max(1) as usize).min(n);
         let per_thread = n.div_ceil(threads);
-        let fill_source = &fill_source;
-        let work = move |t: usize, out_chunk: &mut [f32]| {
+        let (plan, fill_source) = (&plan, &fill_source);
+        let work = move |t: usize, out_chunk: &mut [MaybeUninit<f32>]| {
             let mut source = vec![0f32; plan.source_len()];
             let mut rows = vec![0f32; plan.planes * plan.h * plan.row_len];
             for (i, out_image) in out_chunk.chunks_mut(image_len).enumerate() {
@@ -325,37 +393,37 @@ fn run_batch(n: usize, plan: &Plan, channels_last: bool, fill_source: impl Fn(us
             work(0, first);
         });
     }
-    if channels_last {
-        out.permute([0, 3, 1, 2])
-    } else {
-        out
-    }
+    Ok(if channels_last { out.permute([0, 3, 1, 2]) } else { out })
 }
 
 /// `float [N, C, H, W]` on the CPU → `float [N, C, size, size]`, channels-last strided when
-/// asked. Equal to libtorch's bilinear upsampling up to float rounding.
-pub fn upsample_bilinear_cpu(xs: &Tensor, size: i64, channels_last: bool) -> Tensor {
+/// asked. Equal to libtorch's bilinear upsampling up to float rounding. Fails where libtorch's
+/// does: images without pixels, `size` below 1 (see [`ResizeError`]).
+///
+/// Panics if `xs` is not on the CPU.
+pub fn upsample_bilinear_cpu(xs: &Tensor, size: i64, channels_last: bool) -> Result<Tensor, ResizeError> {
     assert_eq!(xs.device(), Device::Cpu, "upsample_bilinear_cpu takes CPU tensors");
+    let (n, (c, h, w)) = checked_dims(&xs.size(), size)?;
     let xs = xs.to_kind(Kind::Float).contiguous();
-    let dims = xs.size();
-    let [n, c, h, w] = dims[..] else { panic!("upsample_bilinear_cpu takes [N, C, H, W], got {dims:?}") };
-    let plan = Plan::new((c as usize, h as usize, w as usize), size as usize, channels_last);
-    let n = n as usize;
-    let image_len = plan.source_len();
+    let image_len = c * h * w;
     // SAFETY: `xs` is a contiguous float CPU tensor of exactly n·c·h·w elements, alive and
     // unchanged while the slice is used.
-    let input = unsafe { std::slice::from_raw_parts(xs.data_ptr() as *const f32, n * image_len) };
-    run_batch(n, &plan, channels_last, |i, source| source.copy_from_slice(&input[i * image_len..][..image_len]))
+    let input: &[f32] = unsafe { host_slice(&xs, n * image_len) };
+    run_batch(n, (c, h, w), size, channels_last, |i, source| {
+        source.copy_from_slice(&input[i * image_len..][..image_len])
+    })
 }
 
 /// The whole CPU data pipeline for one batch: `images[indices]` (`uint8 [M, C, H, W]`), mirrored
 /// left-right where `flips` says so, mapped to `x · scale[c] + shift[c]`, and upsampled to
 /// `size`×`size`. Returns `float [N, C, size, size]`, channels-last strided when asked. Equal
 /// (to float rounding) to `index_select`, `flip`, `to_kind(Float)`, `mul`, `add` and
-/// `upsample_bilinear2d` in libtorch.
+/// `upsample_bilinear2d` in libtorch. No indices give an empty batch; images without pixels
+/// and `size` below 1 are a [`ResizeError`], as in libtorch.
 ///
-/// Panics if an index is out of range or `flips` and `indices` differ in length: the indices
-/// come from this crate's split, so either is a bug, not bad input.
+/// Panics if `images` is not a uint8 CPU tensor, an index is out of range, or `scale`, `shift`
+/// and `flips` do not match the channels and indices: the inputs come from this crate's data
+/// and split, so any of these is a bug, not bad input.
 pub fn gather_normalise_resize_cpu(
     images: &Tensor,
     indices: &[i64],
@@ -363,24 +431,21 @@ pub fn gather_normalise_resize_cpu(
     (scale, shift): (&[f32], &[f32]),
     size: i64,
     channels_last: bool,
-) -> Tensor {
+) -> Result<Tensor, ResizeError> {
     assert_eq!(images.device(), Device::Cpu, "gather_normalise_resize_cpu takes CPU tensors");
     assert_eq!(images.kind(), Kind::Uint8, "gather_normalise_resize_cpu takes uint8 images");
+    let (m, (c, h, w)) = checked_dims(&images.size(), size)?;
     let images = images.contiguous();
-    let dims = images.size();
-    let [m, c, h, w] = dims[..] else { panic!("gather_normalise_resize_cpu takes [N, C, H, W], got {dims:?}") };
-    let (m, c, h, w) = (m as usize, c as usize, h as usize, w as usize);
     assert!(scale.len() == c && shift.len() == c, "one scale and shift per channel");
     assert!(indices.iter().all(|&i| (0..m as i64).contains(&i)), "image index out of range 0..{m}");
     if let Some(flips) = flips {
         assert_eq!(flips.len(), indices.len(), "one flip flag per index");
     }
-    let plan = Plan::new((c, h, w), size as usize, channels_last);
-    let image_len = plan.source_len();
+    let image_len = c * h * w;
     // SAFETY: `images` is a contiguous uint8 CPU tensor of exactly m·c·h·w elements, alive and
     // unchanged while the slice is used.
-    let all = unsafe { std::slice::from_raw_parts(images.data_ptr() as *const u8, m * image_len) };
-    run_batch(indices.len(), &plan, channels_last, |i, source| {
+    let all: &[u8] = unsafe { host_slice(&images, m * image_len) };
+    run_batch(indices.len(), (c, h, w), size, channels_last, |i, source| {
         let image = &all[indices[i] as usize * image_len..][..image_len];
         let flip = flips.is_some_and(|f| f[i]);
         for (plane, (src, dst)) in image.chunks_exact(h * w).zip(source.chunks_exact_mut(h * w)).enumerate() {

@@ -89,14 +89,16 @@ impl Preprocess {
             None => (0..images.size()[0]).collect(),
         };
         let flips = flips.map(|f| Vec::<bool>::try_from(f).expect("bool CPU flips"));
-        Some(crate::data::resize::gather_normalise_resize_cpu(
+        let fused = crate::data::resize::gather_normalise_resize_cpu(
             images,
             &indices,
             flips.as_deref(),
             (&self.scale_host, &self.shift_host),
             self.size,
             self.channels_last,
-        ))
+        );
+        // Images without pixels panic here as they do in libtorch's resize on CUDA.
+        Some(fused.unwrap_or_else(|e| panic!("{e}")))
     }
 
     /// Bilinear resize to `size`×`size`, channels-last strided when configured. On the CPU a
@@ -105,7 +107,9 @@ impl Preprocess {
     /// three channels).
     fn resize(&self, xs: &Tensor) -> Tensor {
         if xs.device() == Device::Cpu {
-            return crate::data::resize::upsample_bilinear_cpu(xs, self.size, self.channels_last);
+            // Fails only where libtorch's own resize (the CUDA path) panics too.
+            return crate::data::resize::upsample_bilinear_cpu(xs, self.size, self.channels_last)
+                .unwrap_or_else(|e| panic!("{e}"));
         }
         let xs = xs.upsample_bilinear2d([self.size, self.size], false, None, None);
         if self.channels_last {

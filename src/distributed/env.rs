@@ -23,7 +23,8 @@ pub struct RankInfo {
 }
 
 impl RankInfo {
-    /// The options of this rank's [`ProcessGroup`](super::ProcessGroup).
+    /// The options of this rank's [`ProcessGroup`](super::ProcessGroup), on the backend's usual
+    /// device ([`Backend::default_device`]: the CPU for Gloo, `cuda:LOCAL_RANK` for NCCL).
     pub fn process_group_options(&self, backend: Backend, timeout: Duration) -> ProcessGroupOptions {
         ProcessGroupOptions {
             rank: self.rank,
@@ -32,6 +33,7 @@ impl RankInfo {
             master_port: self.master_port,
             timeout,
             backend,
+            device: backend.default_device(self.local_rank),
         }
     }
 }

@@ -45,6 +45,11 @@ pub enum DistError {
     Failed { op: String, rank: usize, world_size: usize, message: String },
     #[error("{what}: {reason}")]
     BadTensor { what: String, reason: String },
+    #[error(
+        "{what}: the tensor is on {found}, but this {backend} process group's collectives run on {expected} (each \
+         rank's group is declared for the device it trains on; move the tensor there first)"
+    )]
+    WrongDevice { what: String, found: String, expected: String, backend: super::Backend },
 }
 
 pub type Result<T, E = DistError> = std::result::Result<T, E>;

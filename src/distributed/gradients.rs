@@ -11,6 +11,9 @@
 //! - [`GradientReducer`]: the buckets, allocated once and reused every step, as DDP's
 //!   `Reducer` keeps them (a fresh 200 MB buffer per step costs its page faults every time).
 //! - [`all_reduce_gradients`]: the same in one call, buckets allocated for that call.
+//!
+//! The buckets live on the parameters' device, which must be the process group's
+//! ([`ProcessGroup::device`]); the reducer says so before any bucket is sent.
 
 use tch::{Device, Kind, Tensor};
 
@@ -86,6 +89,11 @@ impl GradientReducer {
                 params.len()
             )));
         }
+        // On a world of one too: a reducer on another device than the group's is a mistake the
+        // first multi-rank run must not be the one to find.
+        for (b, bucket) in self.buckets.iter().enumerate() {
+            group.check_tensor(&bucket.buffer, &format!("gradient all-reduce, bucket {b}"))?;
+        }
         if group.world_size() == 1 {
             return Ok(());
         }
@@ -98,10 +106,11 @@ impl GradientReducer {
             grads.push(bucket.params.iter().map(|&i| gradient(params, i)).collect::<Result<_>>()?);
         }
         // Fill and launch bucket after bucket: Gloo sends the first while the next is filled.
+        // Each launched bucket stays borrowed by its work until the wait below.
         let mut works = Vec::with_capacity(self.buckets.len());
-        for (bucket, grads) in self.buckets.iter().zip(&grads) {
+        for (bucket, grads) in self.buckets.iter_mut().zip(&grads) {
             bucket.fill(grads, scale)?;
-            works.push(group.all_reduce_sum_async(&bucket.buffer)?);
+            works.push(group.all_reduce_sum_async(&mut bucket.buffer)?);
         }
         for work in works {
             work.wait()?;

@@ -5,13 +5,18 @@
 //! ([`LAUNCHER_PID_VAR`]) and watches it with [`watch_launcher`]: if the launcher dies (even by
 //! SIGKILL), the ranks stop after their current step with a checkpoint instead of running on
 //! unsupervised. (The kernel's parent-death signal would fire once per thread of the launcher.)
+//!
+//! A rank's process id is signalled only while the rank is not reaped: once waited for, the id
+//! is free and may already name an unrelated process. Reaping and signalling happen under one
+//! lock ([`Ranks`]), so the signal-forwarding thread cannot hit a rank the wait loop has just
+//! reaped.
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::{Child, Command, ExitStatus};
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -46,6 +51,69 @@ pub fn free_local_port() -> Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// The ranks' processes and which of them have been reaped.
+struct Ranks {
+    children: Vec<Child>,
+    /// `Some` once the rank has been waited for: its process id is no longer ours.
+    exited: Vec<Option<ExitStatus>>,
+}
+
+impl Ranks {
+    fn new(children: Vec<Child>) -> Self {
+        let exited = vec![None; children.len()];
+        Self { children, exited }
+    }
+
+    /// Reaps the ranks that have exited since the last call, without blocking: `(rank,
+    /// status)` of each.
+    fn reap(&mut self) -> Result<Vec<(usize, ExitStatus)>> {
+        let mut reaped = Vec::new();
+        for (rank, (child, exited)) in self.children.iter_mut().zip(&mut self.exited).enumerate() {
+            if exited.is_none() {
+                if let Some(status) = child.try_wait().context("cannot wait for a rank")? {
+                    *exited = Some(status);
+                    reaped.push((rank, status));
+                }
+            }
+        }
+        Ok(reaped)
+    }
+
+    fn running(&self) -> bool {
+        self.exited.iter().any(Option::is_none)
+    }
+
+    /// Sends `signal` to every rank not reaped yet; returns their ranks.
+    fn signal(&self, signal: i32) -> Vec<usize> {
+        let mut signalled = Vec::new();
+        for (rank, (child, exited)) in self.children.iter().zip(&self.exited).enumerate() {
+            if exited.is_none() {
+                // SAFETY: kill has no memory preconditions. The child is not reaped (a zombie
+                // at worst), so its process id is still its own.
+                unsafe { libc::kill(child.id() as i32, signal) };
+                signalled.push(rank);
+            }
+        }
+        signalled
+    }
+
+    /// Kills every rank not reaped yet and waits for all of them.
+    fn kill_all(&mut self) {
+        self.signal(libc::SIGKILL);
+        for (child, exited) in self.children.iter_mut().zip(&mut self.exited) {
+            if exited.is_none() {
+                *exited = child.wait().ok();
+            }
+        }
+    }
+}
+
+/// The lock on the ranks. A panic while it was held cannot leave them inconsistent (each
+/// field is updated in one step), so a poisoned lock is still used.
+fn lock(ranks: &Mutex<Ranks>) -> MutexGuard<'_, Ranks> {
+    ranks.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Runs `program args` as `nproc` ranks on this machine and waits for them. Returns the exit
 /// code for the launcher: 0 when every rank succeeded, else the first failing rank's code
 /// (128 + signal number for a rank ended by a signal).
@@ -69,67 +137,48 @@ pub fn launch_local(program: &Path, args: &[OsString], nproc: usize, log: &mut d
         match child {
             Ok(child) => children.push(child),
             Err(e) => {
-                stop_all(&mut children, libc::SIGKILL);
+                Ranks::new(children).kill_all();
                 return Err(e).with_context(|| format!("cannot start rank {rank} ({})", program.display()));
             }
         }
     }
     log(&format!("Started {nproc} ranks on 127.0.0.1:{port}"));
-    let forwarded = forward_signals(children.iter().map(|c| c.id() as i32).collect())?;
+    let ranks = Arc::new(Mutex::new(Ranks::new(children)));
+    let forwarded = forward_signals(ranks.clone())?;
     let mut exit_code = 0;
     let mut failed_at: Option<Instant> = None;
-    let mut running: Vec<bool> = vec![true; nproc];
-    while running.iter().any(|&r| r) {
-        for rank in 0..nproc {
-            if !running[rank] {
-                continue;
-            }
-            if let Some(status) = children[rank].try_wait().context("cannot wait for a rank")? {
-                running[rank] = false;
-                let code = exit_code_of(status);
-                if code != 0 && exit_code == 0 {
-                    exit_code = code;
-                    // A stop request (130, 143) is every rank's; anything else is one rank failing.
-                    if forwarded.load(Ordering::SeqCst) == 0 {
-                        log(&format!("rank {rank} failed (exit code {code}); stopping the other ranks"));
-                        failed_at = Some(Instant::now());
-                        signal_running(&children, &running, libc::SIGTERM);
-                    }
+    while lock(&ranks).running() {
+        let reaped = lock(&ranks).reap()?;
+        for (rank, status) in reaped {
+            let code = exit_code_of(status);
+            if code != 0 && exit_code == 0 {
+                exit_code = code;
+                // A stop request (130, 143) is every rank's; anything else is one rank failing.
+                if forwarded.load(Ordering::SeqCst) == 0 {
+                    log(&format!("rank {rank} failed (exit code {code}); stopping the other ranks"));
+                    failed_at = Some(Instant::now());
+                    lock(&ranks).signal(libc::SIGTERM);
                 }
             }
         }
         if failed_at.is_some_and(|t| t.elapsed() > GRACE) {
-            signal_running(&children, &running, libc::SIGKILL);
+            lock(&ranks).signal(libc::SIGKILL);
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok(exit_code)
 }
 
-fn exit_code_of(status: std::process::ExitStatus) -> i32 {
+fn exit_code_of(status: ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
     status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
 }
 
-fn signal_running(children: &[Child], running: &[bool], signal: i32) {
-    for (child, _) in children.iter().zip(running).filter(|(_, &r)| r) {
-        // SAFETY: sends a signal to a child we started and have not reaped yet.
-        unsafe { libc::kill(child.id() as i32, signal) };
-    }
-}
-
-fn stop_all(children: &mut [Child], signal: i32) {
-    for child in children.iter_mut() {
-        // SAFETY: as in `signal_running`.
-        unsafe { libc::kill(child.id() as i32, signal) };
-        let _ = child.wait();
-    }
-}
-
 /// Passes SIGINT and SIGTERM received by the launcher on to every rank (a terminal's Ctrl-C
 /// reaches them directly too; a scheduler's SIGTERM reaches only the launcher). Returns the last
-/// signal forwarded (0 while none).
-fn forward_signals(pids: Vec<i32>) -> Result<Arc<AtomicI32>> {
+/// signal forwarded (0 while none). Ranks already reaped are left alone, also after
+/// [`launch_local`] has returned.
+fn forward_signals(ranks: Arc<Mutex<Ranks>>) -> Result<Arc<AtomicI32>> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let last = Arc::new(AtomicI32::new(0));
     let seen = last.clone();
@@ -138,11 +187,45 @@ fn forward_signals(pids: Vec<i32>) -> Result<Arc<AtomicI32>> {
     std::thread::spawn(move || {
         for signal in signals.forever() {
             seen.store(signal, Ordering::SeqCst);
-            for &pid in &pids {
-                // SAFETY: sends a signal to a child process of ours.
-                unsafe { libc::kill(pid, signal) };
-            }
+            lock(&ranks).signal(signal);
         }
     });
     Ok(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spawn(script: &str) -> Child {
+        Command::new("sh").args(["-c", script]).spawn().expect("cannot start sh")
+    }
+
+    /// Reaps until `rank` has exited (at most 30 s).
+    fn reap_until(ranks: &mut Ranks, rank: usize) -> Vec<(usize, ExitStatus)> {
+        let start = Instant::now();
+        let mut reaped = Vec::new();
+        while ranks.exited[rank].is_none() {
+            assert!(start.elapsed() < Duration::from_secs(30), "rank {rank} did not exit");
+            reaped.extend(ranks.reap().expect("reap"));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        reaped
+    }
+
+    /// Once a rank is reaped, its process id is never signalled again; the others still are.
+    #[test]
+    fn reaped_ranks_are_never_signalled() {
+        let mut ranks = Ranks::new(vec![spawn("exit 3"), spawn("exec sleep 30")]);
+        let reaped = reap_until(&mut ranks, 0);
+        assert_eq!(reaped.iter().map(|&(rank, status)| (rank, exit_code_of(status))).collect::<Vec<_>>(), [(0, 3)]);
+        assert!(ranks.running());
+        assert_eq!(ranks.signal(libc::SIGTERM), [1], "only the rank still running is signalled");
+        let reaped = reap_until(&mut ranks, 1);
+        assert_eq!(reaped.iter().map(|&(rank, status)| (rank, exit_code_of(status))).collect::<Vec<_>>(), [(1, 143)]);
+        assert!(!ranks.running());
+        assert!(ranks.signal(libc::SIGKILL).is_empty(), "every rank is reaped: nothing may be signalled");
+        assert!(ranks.reap().expect("reap").is_empty(), "a rank is reaped once");
+        ranks.kill_all();
+    }
 }

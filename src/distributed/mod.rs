@@ -4,7 +4,8 @@
 //! collective.
 //!
 //! - [`process_group`]: [`ProcessGroup`], a group joined through rank 0's TCPStore:
-//!   broadcast, all-reduce, barrier, and the store's keys; every wait bounded by a timeout.
+//!   broadcast, all-reduce, barrier, and the store's keys; every wait bounded by a timeout,
+//!   every tensor on the group's declared device (NCCL: the rank's GPU), checked before sending.
 //! - [`gradients`]: [`GradientReducer`] and [`all_reduce_gradients`], DDP's bucketed gradient
 //!   averaging.
 //! - [`env`]: [`env_rank_info`], torchrun's `RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`,

@@ -2,12 +2,18 @@
 //! object `torch.distributed.init_process_group` creates in Python: rank 0 hosts a TCPStore at
 //! `master_addr:master_port`, every rank connects to it, and the backend (Gloo on the CPU,
 //! NCCL on CUDA) runs the collectives. Every call is bounded by the group's timeout.
+//!
+//! A group has a device of its own ([`ProcessGroupOptions::device`]): every tensor of its
+//! collectives must be there, or the call is refused before anything is sent. NCCL takes
+//! CUDA tensors only; Gloo takes both, so for Gloo the device is this crate's promise to
+//! itself, which keeps a job that trains on the GPU from sending CPU tensors to NCCL.
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::time::Duration;
 
-use tch::Tensor;
+use tch::{Device, Tensor};
 
 use super::error::{DistError, Result};
 
@@ -47,6 +53,15 @@ impl Backend {
         }
     }
 
+    /// The device a rank of this backend normally computes on: the CPU for Gloo,
+    /// `cuda:local_rank` for NCCL (one GPU per rank, as torchrun's `LOCAL_RANK` says).
+    pub fn default_device(self, local_rank: usize) -> Device {
+        match self {
+            Backend::Gloo => Device::Cpu,
+            Backend::Nccl => Device::Cuda(local_rank),
+        }
+    }
+
     fn unavailable(self) -> DistError {
         match self {
             Backend::Gloo => DistError::GlooUnavailable,
@@ -75,6 +90,9 @@ pub struct ProcessGroupOptions {
     /// The bound on every wait: the rendezvous, each collective, each store read.
     pub timeout: Duration,
     pub backend: Backend,
+    /// Where every tensor of the group's collectives lives; others are refused before the
+    /// collective starts. NCCL needs a CUDA device (this rank's GPU); Gloo takes any.
+    pub device: Device,
 }
 
 /// The outcome of a C++ call: its status and, on failure, the exception's message.
@@ -121,6 +139,7 @@ pub struct ProcessGroup {
     world_size: usize,
     timeout: Duration,
     backend: Backend,
+    device: Device,
 }
 
 // SAFETY: c10d's backends and stores lock their own state, and hold no thread-local state
@@ -134,6 +153,7 @@ impl std::fmt::Debug for ProcessGroup {
             .field("rank", &self.rank)
             .field("world_size", &self.world_size)
             .field("timeout", &self.timeout)
+            .field("device", &self.device)
             .finish()
     }
 }
@@ -142,12 +162,19 @@ impl ProcessGroup {
     /// Joins the group: rank 0 starts the TCPStore and waits for every rank to connect; the
     /// others connect to it, retrying until the timeout; then the backend connects every pair
     /// of ranks. Fails, within about `timeout`, when a rank does not show up, the master
-    /// cannot be reached or its port is taken.
+    /// cannot be reached or its port is taken, or at once when NCCL is given a device other
+    /// than a GPU.
     pub fn new(options: ProcessGroupOptions) -> Result<Self> {
-        let ProcessGroupOptions { rank, world_size, master_addr, master_port, timeout, backend } = options;
+        let ProcessGroupOptions { rank, world_size, master_addr, master_port, timeout, backend, device } = options;
         if world_size == 0 || rank >= world_size || world_size > c_int::MAX as usize {
             return Err(DistError::InvalidOptions(format!(
                 "rank {rank} does not fit a world of {world_size} process(es) (ranks are 0..world_size)"
+            )));
+        }
+        if backend == Backend::Nccl && !device.is_cuda() {
+            return Err(DistError::InvalidOptions(format!(
+                "NCCL runs collectives on CUDA tensors only, not on {}",
+                crate::device::device_name(device)
             )));
         }
         let timeout_ms = duration_ms(timeout)?;
@@ -181,7 +208,7 @@ impl ProcessGroup {
             world_size,
             message: "libtorch returned no group".into(),
         })?;
-        Ok(ProcessGroup { raw, rank, world_size, timeout, backend })
+        Ok(ProcessGroup { raw, rank, world_size, timeout, backend, device })
     }
 
     pub fn rank(&self) -> usize {
@@ -201,8 +228,36 @@ impl ProcessGroup {
         self.timeout
     }
 
+    /// The device of every tensor of this group's collectives.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// What a collective of this group checks before it starts: `tensor` is defined, on the
+    /// group's device and contiguous. A caller that launches several collectives checks
+    /// them all first, so that a refusal never leaves the ranks disagreeing on what was sent.
+    pub fn check_tensor(&self, tensor: &Tensor, what: &str) -> Result<()> {
+        let bad = |reason: String| Err(DistError::BadTensor { what: what.to_string(), reason });
+        if !tensor.defined() {
+            return bad("the tensor is undefined".into());
+        }
+        if tensor.device() != self.device {
+            return Err(DistError::WrongDevice {
+                what: what.to_string(),
+                found: crate::device::device_name(tensor.device()),
+                expected: crate::device::device_name(self.device),
+                backend: self.backend,
+            });
+        }
+        if !tensor.is_contiguous() {
+            return bad(format!("the tensor (shape {:?}) is not contiguous", tensor.size()));
+        }
+        Ok(())
+    }
+
     /// Copies each tensor of rank `root` into the same tensor of every other rank, in place.
-    /// The tensors must match across ranks in order, shape and dtype.
+    /// The tensors must match across ranks in order, shape and dtype. All are checked before
+    /// the first is sent.
     pub fn broadcast(&self, tensors: &[Tensor], root: usize) -> Result<()> {
         if root >= self.world_size {
             return Err(DistError::InvalidOptions(format!(
@@ -210,16 +265,21 @@ impl ProcessGroup {
                 self.world_size
             )));
         }
+        let what = |i: usize| format!("broadcast of tensor {i}");
+        for (i, tensor) in tensors.iter().enumerate() {
+            self.check_tensor(tensor, &what(i))?;
+        }
         let works = tensors
             .iter()
             .enumerate()
-            .map(|(i, tensor)| self.start_broadcast(tensor, root, &format!("broadcast of tensor {i}")))
+            .map(|(i, tensor)| self.start_broadcast(tensor, root, &what(i)))
             .collect::<Result<Vec<_>>>()?;
         works.into_iter().try_for_each(Work::wait)
     }
 
+    /// Starts one broadcast into `tensor`, which the caller waits for before using `tensor`.
     fn start_broadcast(&self, tensor: &Tensor, root: usize, what: &str) -> Result<Work<'_>> {
-        check_tensor(tensor, what)?;
+        self.check_tensor(tensor, what)?;
         self.launch(what, |pg, work, message| {
             // SAFETY: the group and the tensor are alive; c10d keeps its own reference to the
             // tensor until the work completes.
@@ -229,7 +289,7 @@ impl ProcessGroup {
 
     /// Sums `tensor` over all ranks, in place: afterwards every rank holds the same sum.
     pub fn all_reduce_sum(&self, tensor: &Tensor) -> Result<()> {
-        self.all_reduce_sum_async(tensor)?.wait()
+        self.all_reduce_sum_start(tensor)?.wait()
     }
 
     /// Averages `tensor` over all ranks, in place (a sum, then a division by the world size:
@@ -246,8 +306,23 @@ impl ProcessGroup {
 
     /// Starts summing `tensor` over all ranks, in place; the sum is there once the returned
     /// [`Work`] has been waited for. Several can be in flight, completing in launch order.
-    pub fn all_reduce_sum_async(&self, tensor: &Tensor) -> Result<Work<'_>> {
-        check_tensor(tensor, "all_reduce_sum")?;
+    /// The backend writes `tensor` until then, so the [`Work`] borrows it mutably: it can be
+    /// neither read nor dropped before the work is waited for (or dropped, which waits).
+    ///
+    /// ```compile_fail,E0505
+    /// # fn f(group: &tch_alexnet::distributed::ProcessGroup, mut sums: tch::Tensor) {
+    /// let work = group.all_reduce_sum_async(&mut sums).unwrap();
+    /// drop(sums); // refused: the collective may still be writing it
+    /// work.wait().unwrap();
+    /// # }
+    /// ```
+    pub fn all_reduce_sum_async<'a>(&'a self, tensor: &'a mut Tensor) -> Result<Work<'a>> {
+        self.all_reduce_sum_start(tensor)
+    }
+
+    /// Starts the all-reduce of `tensor`; the caller waits for it before using `tensor`.
+    fn all_reduce_sum_start(&self, tensor: &Tensor) -> Result<Work<'_>> {
+        self.check_tensor(tensor, "all_reduce_sum")?;
         self.launch("all_reduce_sum", |pg, work, message| {
             // SAFETY: as in `start_broadcast`.
             unsafe { ffi::tch_alexnet_c10d_all_reduce_sum(pg, tensor.as_ptr() as *mut c_void, work, message) }
@@ -317,7 +392,7 @@ impl ProcessGroup {
             world_size: self.world_size,
             message: "libtorch returned no work handle".into(),
         })?;
-        Ok(Work { raw, group: self, op: op.to_string() })
+        Ok(Work { raw: Some(raw), group: self, op: op.to_string(), _tensor: PhantomData })
     }
 
     /// Wraps a failed collective or store call with what it was and who we are.
@@ -333,30 +408,48 @@ impl Drop for ProcessGroup {
     }
 }
 
-/// A collective in flight ([`ProcessGroup::all_reduce_sum_async`]). Dropping it without
-/// waiting lets the collective finish in the background; its result is then unchecked.
+/// A collective in flight ([`ProcessGroup::all_reduce_sum_async`]), holding the mutable
+/// borrow of the tensor the backend is writing. Dropping it without [`Work::wait`] waits too
+/// (at most the group's timeout), its result unchecked: the borrow ends only once the backend
+/// is done with the tensor. (`std::mem::forget` would end the borrow early, as for any guard;
+/// and a shallow clone of the tensor, made before, is a second handle that the borrow cannot
+/// cover: tch's tensors are shared handles.)
 pub struct Work<'a> {
-    raw: NonNull<ffi::Work>,
+    /// `None` once waited for and freed.
+    raw: Option<NonNull<ffi::Work>>,
     group: &'a ProcessGroup,
     op: String,
+    _tensor: PhantomData<&'a mut Tensor>,
 }
 
 impl Work<'_> {
     /// Waits for the collective, at most the group's timeout.
-    pub fn wait(self) -> Result<()> {
-        let timeout_ms = duration_ms(self.group.timeout)?;
-        call(|message| {
-            // SAFETY: the work handle is alive until `self` drops.
-            unsafe { ffi::tch_alexnet_c10d_work_wait(self.raw.as_ptr(), timeout_ms, message) }
-        })
-        .map_err(|failure| self.group.op_error(failure, &self.op))
+    pub fn wait(mut self) -> Result<()> {
+        self.finish()
+    }
+
+    /// Waits for the collective and frees its handle, once.
+    fn finish(&mut self) -> Result<()> {
+        let Some(raw) = self.raw.take() else { return Ok(()) };
+        let timeout_ms = duration_ms(self.group.timeout);
+        let result = timeout_ms.and_then(|timeout_ms| {
+            call(|message| {
+                // SAFETY: the work handle is alive until freed just below.
+                unsafe { ffi::tch_alexnet_c10d_work_wait(raw.as_ptr(), timeout_ms, message) }
+            })
+            .map_err(|failure| self.group.op_error(failure, &self.op))
+        });
+        // SAFETY: owned, freed once (`raw` was taken out of `self`).
+        unsafe { ffi::tch_alexnet_c10d_work_free(raw.as_ptr()) };
+        result
     }
 }
 
 impl Drop for Work<'_> {
     fn drop(&mut self) {
-        // SAFETY: owned, freed once.
-        unsafe { ffi::tch_alexnet_c10d_work_free(self.raw.as_ptr()) }
+        // Not waited for (an error path): the tensor's borrow ends here, so the backend must be
+        // done with it first. Its result has nowhere to go.
+        let _ = self.finish();
     }
 }
 
@@ -366,20 +459,6 @@ fn duration_ms(timeout: Duration) -> Result<i64> {
         return Err(DistError::InvalidOptions(format!("the timeout must be at least 1 ms, not {timeout:?}")));
     }
     Ok(ms)
-}
-
-/// c10d's collectives want dense, contiguous tensors; saying so here beats c10d's message.
-fn check_tensor(tensor: &Tensor, what: &str) -> Result<()> {
-    if !tensor.defined() {
-        return Err(DistError::BadTensor { what: what.to_string(), reason: "the tensor is undefined".into() });
-    }
-    if !tensor.is_contiguous() {
-        return Err(DistError::BadTensor {
-            what: what.to_string(),
-            reason: format!("the tensor (shape {:?}) is not contiguous", tensor.size()),
-        });
-    }
-    Ok(())
 }
 
 /// Seconds, as people write them: "30 s", "0.5 s".

@@ -12,7 +12,7 @@
 // (GLOO_STORE_HAS_STORE_V2), is only ever built inside libtorch. Only pointers
 // and c10::intrusive_ptr cross into libtorch's out-of-line code.
 //
-// Every function catches every C++ exception and returns a status with the
+// Every function is noexcept, catches every C++ exception and returns a status with the
 // exception's message (a malloc'd string the caller frees with
 // tch_alexnet_c10d_free). Built with -DUSE_C10D_GLOO only when gloo's headers
 // were found (build.rs); without them, creating a Gloo group fails with
@@ -116,10 +116,10 @@ struct tch_alexnet_work {
   c10::intrusive_ptr<c10d::Work> work;
 };
 
-extern "C" void tch_alexnet_c10d_free(void* pointer) { std::free(pointer); }
+extern "C" void tch_alexnet_c10d_free(void* pointer) noexcept { std::free(pointer); }
 
 // Whether this build has backend 0 (Gloo) or 1 (NCCL).
-extern "C" int tch_alexnet_c10d_has_backend(int backend) {
+extern "C" int tch_alexnet_c10d_has_backend(int backend) noexcept {
   switch (backend) {
 #ifdef USE_C10D_GLOO
     case 0:
@@ -137,7 +137,7 @@ extern "C" int tch_alexnet_c10d_has_backend(int backend) {
 // Creates the TCPStore (hosted by rank 0, which waits for all `size` ranks to connect) and the
 // backend (0: Gloo, 1: NCCL) over it. Every wait is bounded by `timeout_ms`.
 extern "C" int tch_alexnet_c10d_pg_new(const char* master_addr, uint16_t master_port, int rank, int size,
-                                       int64_t timeout_ms, int backend, tch_alexnet_pg** out, char** error) {
+                                       int64_t timeout_ms, int backend, tch_alexnet_pg** out, char** error) noexcept {
   if (out == nullptr || master_addr == nullptr || rank < 0 || size < 1 || rank >= size || timeout_ms <= 0) {
     set_error(error, "invalid process group arguments");
     return kInvalid;
@@ -179,7 +179,7 @@ extern "C" int tch_alexnet_c10d_pg_new(const char* master_addr, uint16_t master_
   });
 }
 
-extern "C" void tch_alexnet_c10d_pg_free(tch_alexnet_pg* pg) {
+extern "C" void tch_alexnet_c10d_pg_free(tch_alexnet_pg* pg) noexcept {
   try {
     delete pg;
   } catch (...) {
@@ -189,7 +189,7 @@ extern "C" void tch_alexnet_c10d_pg_free(tch_alexnet_pg* pg) {
 
 // Starts broadcasting `tensor` from rank `root` into every rank's `tensor`.
 extern "C" int tch_alexnet_c10d_broadcast(tch_alexnet_pg* pg, at::Tensor* tensor, int root, tch_alexnet_work** out,
-                                          char** error) {
+                                          char** error) noexcept {
   return guarded(error, [&] {
     // One tensor per call: a list means "one tensor per local device" to c10d, all of them
     // reduced or broadcast together.
@@ -204,7 +204,7 @@ extern "C" int tch_alexnet_c10d_broadcast(tch_alexnet_pg* pg, at::Tensor* tensor
 
 // Starts summing `tensor` over all ranks, in place.
 extern "C" int tch_alexnet_c10d_all_reduce_sum(tch_alexnet_pg* pg, at::Tensor* tensor, tch_alexnet_work** out,
-                                               char** error) {
+                                               char** error) noexcept {
   return guarded(error, [&] {
     std::vector<at::Tensor> tensors{*tensor};
     c10d::AllreduceOptions options;
@@ -216,7 +216,7 @@ extern "C" int tch_alexnet_c10d_all_reduce_sum(tch_alexnet_pg* pg, at::Tensor* t
 
 // Starts a barrier: it completes once every rank has reached it (and, on Gloo, once this
 // rank's earlier collectives have completed).
-extern "C" int tch_alexnet_c10d_barrier(tch_alexnet_pg* pg, tch_alexnet_work** out, char** error) {
+extern "C" int tch_alexnet_c10d_barrier(tch_alexnet_pg* pg, tch_alexnet_work** out, char** error) noexcept {
   return guarded(error, [&] {
     c10d::BarrierOptions options;
     options.timeout = pg->timeout;
@@ -225,7 +225,7 @@ extern "C" int tch_alexnet_c10d_barrier(tch_alexnet_pg* pg, tch_alexnet_work** o
 }
 
 // Waits for a collective, at most `timeout_ms`; fails with the collective's own error.
-extern "C" int tch_alexnet_c10d_work_wait(tch_alexnet_work* work, int64_t timeout_ms, char** error) {
+extern "C" int tch_alexnet_c10d_work_wait(tch_alexnet_work* work, int64_t timeout_ms, char** error) noexcept {
   return guarded(error, [&] {
     // Work::wait returns false only when the work was aborted.
     if (!work->work->wait(std::chrono::milliseconds(timeout_ms))) {
@@ -234,7 +234,7 @@ extern "C" int tch_alexnet_c10d_work_wait(tch_alexnet_work* work, int64_t timeou
   });
 }
 
-extern "C" void tch_alexnet_c10d_work_free(tch_alexnet_work* work) {
+extern "C" void tch_alexnet_c10d_work_free(tch_alexnet_work* work) noexcept {
   try {
     delete work;
   } catch (...) {
@@ -242,14 +242,14 @@ extern "C" void tch_alexnet_c10d_work_free(tch_alexnet_work* work) {
 }
 
 extern "C" int tch_alexnet_c10d_store_set(tch_alexnet_pg* pg, const char* key, const uint8_t* data, size_t len,
-                                          char** error) {
+                                          char** error) noexcept {
   return guarded(error, [&] { pg->user_store->set(std::string(key), std::vector<uint8_t>(data, data + len)); });
 }
 
 // Waits (at most the store's timeout) for `key`, then returns its value in a malloc'd buffer
 // (`*data`, `*len`; free it with tch_alexnet_c10d_free).
 extern "C" int tch_alexnet_c10d_store_get(tch_alexnet_pg* pg, const char* key, uint8_t** data, size_t* len,
-                                          char** error) {
+                                          char** error) noexcept {
   *data = nullptr;
   *len = 0;
   return guarded(error, [&] {

@@ -5,7 +5,7 @@
 // the all-reduce left them, with no copy back).
 #include <ATen/core/Tensor.h>
 
-extern "C" int tch_alexnet_clear_grad(at::Tensor* tensor) {
+extern "C" int tch_alexnet_clear_grad(at::Tensor* tensor) noexcept {
   try {
     tensor->mutable_grad().reset();
     return 0;
@@ -14,7 +14,7 @@ extern "C" int tch_alexnet_clear_grad(at::Tensor* tensor) {
   }
 }
 
-extern "C" int tch_alexnet_set_grad(at::Tensor* tensor, const at::Tensor* grad) {
+extern "C" int tch_alexnet_set_grad(at::Tensor* tensor, const at::Tensor* grad) noexcept {
   try {
     tensor->mutable_grad() = *grad;
     return 0;

@@ -1,6 +1,7 @@
 //! The Rust side of `src/ffi/*.cpp`: what this crate needs from libtorch that tch does not bind.
-//! `build.rs` compiles the C++ against the same libtorch headers as tch; every function catches
-//! C++ exceptions and reports them as a status.
+//! `build.rs` compiles the C++ against the same libtorch headers as tch; every function is
+//! `noexcept`, catches C++ exceptions and reports them as a status (getters write their value
+//! through a pointer), which the functions here turn into errors.
 //!
 //! - bf16 for CUDA autocast (`--amp`): `tch::autocast` switches autocast on and off, but
 //!   libtorch's CUDA autocast dtype defaults to fp16, whose narrow range needs a gradient
@@ -18,12 +19,12 @@ use tch::Tensor;
 
 extern "C" {
     fn tch_alexnet_set_cuda_autocast_bf16(bf16: i32) -> i32;
-    fn tch_alexnet_cuda_autocast_is_bf16() -> i32;
+    fn tch_alexnet_cuda_autocast_is_bf16(is_bf16: *mut i32) -> i32;
     /// `tensor` is an `at::Tensor*` (= `torch::Tensor*`), what `Tensor::as_mut_ptr` points to.
     fn tch_alexnet_clear_grad(tensor: *mut std::ffi::c_void) -> i32;
     fn tch_alexnet_set_grad(tensor: *mut std::ffi::c_void, grad: *const std::ffi::c_void) -> i32;
     fn tch_alexnet_set_onednn_enabled(enabled: i32) -> i32;
-    fn tch_alexnet_onednn_enabled() -> i32;
+    fn tch_alexnet_onednn_enabled(enabled: *mut i32) -> i32;
 }
 
 fn check(status: i32, what: &str) -> anyhow::Result<()> {
@@ -31,16 +32,25 @@ fn check(status: i32, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Makes CUDA autocast compute in bf16 (`true`) or fp16 (`false`) from now on.
+/// Reads a flag through a getter of the C++ side, which writes it (0 or 1) and returns a status.
+fn get_flag(getter: unsafe extern "C" fn(*mut i32) -> i32, what: &str) -> anyhow::Result<bool> {
+    let mut value = 0;
+    // SAFETY: `value` is a valid `int` for the call; the getter only writes it.
+    check(unsafe { getter(&mut value) }, what)?;
+    Ok(value == 1)
+}
+
+/// Makes CUDA autocast compute in bf16 (`true`) or fp16 (`false`) from now on, on the calling
+/// thread: libtorch keeps the autocast dtype per thread, as the autocast switch itself.
 pub fn set_cuda_autocast_bf16(bf16: bool) -> anyhow::Result<()> {
-    // SAFETY: sets a global libtorch option.
+    // SAFETY: sets a thread-local libtorch option; no pointers cross.
     check(unsafe { tch_alexnet_set_cuda_autocast_bf16(i32::from(bf16)) }, "set the CUDA autocast dtype")
 }
 
-/// Whether CUDA autocast currently computes in bf16.
-pub fn cuda_autocast_is_bf16() -> bool {
-    // SAFETY: reads a global libtorch option.
-    unsafe { tch_alexnet_cuda_autocast_is_bf16() == 1 }
+/// Whether CUDA autocast computes in bf16 on the calling thread (thread-local, see
+/// [`set_cuda_autocast_bf16`]).
+pub fn cuda_autocast_is_bf16() -> anyhow::Result<bool> {
+    get_flag(tch_alexnet_cuda_autocast_is_bf16, "read the CUDA autocast dtype")
 }
 
 /// Drops the gradient of `tensor` (PyTorch: `tensor.grad = None`).
@@ -72,7 +82,6 @@ pub fn set_onednn_enabled(enabled: bool) -> anyhow::Result<()> {
 }
 
 /// Whether libtorch may use oneDNN for CPU convolutions.
-pub fn onednn_enabled() -> bool {
-    // SAFETY: reads a global libtorch option.
-    unsafe { tch_alexnet_onednn_enabled() == 1 }
+pub fn onednn_enabled() -> anyhow::Result<bool> {
+    get_flag(tch_alexnet_onednn_enabled, "read whether oneDNN is enabled")
 }

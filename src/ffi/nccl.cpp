@@ -6,7 +6,7 @@
 // the sizes of the NCCL that libtorch was built with. The two nccl.h normally match (the
 // wheel pins its NCCL), but a mismatch in ncclConfig_t or in a NCCL_HAS_* switch would
 // make the constructor write past an exact-size allocation. So both objects get generous
-// room to spare; every use after that goes through libtorch's own out-of-line code.
+// room to spare (`Padded`); every use after that goes through libtorch's own out-of-line code.
 #include <chrono>
 #include <cstddef>
 #include <new>
@@ -18,19 +18,24 @@ namespace {
 
 constexpr std::size_t kSpareBytes = 64 * 1024;
 
-// make_intrusive with room to spare after the object. The object is deleted through its
-// virtual destructor, which frees with the global operator delete, as for `new T`.
+// T with room to spare after it. A type of its own, not raw storage placed under a T: the
+// object is deleted through intrusive_ptr, i.e. through T's virtual destructor, whose deleting
+// variant frees with the sized operator delete and the size of the most derived type. With
+// `new Padded<T>` that is sizeof(Padded<T>), the size it was allocated with; a T constructed in
+// a larger raw buffer would be freed with sizeof(T), another size than allocated (undefined
+// behaviour, and a real mismatch for allocators that use the size). Neither
+// ProcessGroupNCCL nor its Options is final.
+template <class T>
+struct Padded final : T {
+  template <class... Args>
+  explicit Padded(Args&&... args) : T(std::forward<Args>(args)...) {}
+  // Never read or written by us; a larger T of libtorch's build may reach into it.
+  unsigned char spare[kSpareBytes];
+};
+
 template <class T, class... Args>
 c10::intrusive_ptr<T> make_padded(Args&&... args) {
-  void* memory = ::operator new(sizeof(T) + kSpareBytes);
-  T* object = nullptr;
-  try {
-    object = new (memory) T(std::forward<Args>(args)...);
-  } catch (...) {
-    ::operator delete(memory);
-    throw;
-  }
-  return c10::intrusive_ptr<T>::unsafe_steal_from_new(object);
+  return c10::make_intrusive<Padded<T>>(std::forward<Args>(args)...);
 }
 
 }  // namespace

@@ -13,11 +13,15 @@
 //!   image counts once.
 //!
 //! With one process every method is a no-op, and the loop is exactly the single-process one.
+//!
+//! Every tensor that goes through a collective is on the process group's device (the GPU for
+//! NCCL, which takes nothing else): the model's tensors are there already, and the small sums
+//! exchanged here (stop flags, epoch sums, evaluation counts) are made there and read back.
 
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use tch::{nn, Kind, Tensor};
+use tch::{nn, Device, Tensor};
 
 use crate::data::split::EpochPlan;
 use crate::distributed::{Backend, GradientReducer, ProcessGroup, RankInfo, DEFAULT_BUCKET_BYTES};
@@ -45,16 +49,23 @@ impl DataParallel {
     /// Joins the job `info` describes (torchrun's variables); every collective then waits at
     /// most `timeout` for the other ranks. A world of one still gets its group, as under
     /// `torchrun --nproc-per-node 1` (every collective is then trivial).
+    /// The group's device is the backend's usual one ([`Backend::default_device`]): the CPU
+    /// for Gloo, `cuda:LOCAL_RANK` for NCCL, where the trainer puts this rank's model.
     pub fn join(info: &RankInfo, backend: Backend, timeout: Duration) -> Result<Self> {
         let group = ProcessGroup::new(info.process_group_options(backend, timeout))?;
-        Ok(Self {
+        Ok(Self::with_group(group, info.local_rank))
+    }
+
+    /// This process as a rank of `group`, which it joined itself (its own device or timeout).
+    pub fn with_group(group: ProcessGroup, local_rank: usize) -> Self {
+        Self {
+            rank: group.rank(),
+            local_rank,
+            world_size: group.world_size(),
             group: Some(group),
-            rank: info.rank,
-            local_rank: info.local_rank,
-            world_size: info.world_size,
             reducer: None,
             allreduce_time: Duration::ZERO,
-        })
+        }
     }
 
     pub fn rank(&self) -> usize {
@@ -77,6 +88,20 @@ impl DataParallel {
 
     fn group(&self) -> Option<&ProcessGroup> {
         self.group.as_ref()
+    }
+
+    /// Sums host values over the ranks: they travel as one tensor on the group's device
+    /// (NCCL reduces nothing else) and come back to the host.
+    fn sum_on_group<T: tch::kind::Element>(group: &ProcessGroup, values: &[T]) -> Result<Vec<T>>
+    where
+        Vec<T>: for<'t> TryFrom<&'t Tensor, Error = tch::TchError>,
+    {
+        let device = group.device();
+        let t = Tensor::from_slice(values)
+            .f_to_device(device)
+            .with_context(|| format!("moving {} value(s) to {device:?} to sum them over the ranks", values.len()))?;
+        group.all_reduce_sum(&t)?;
+        Ok(Vec::try_from(&t.f_to_device(Device::Cpu)?)?)
     }
 
     /// Fails on every rank, before the first step, if any rank was started with other
@@ -196,18 +221,14 @@ impl DataParallel {
     /// stops them all after the same step.
     pub fn any(&self, flag: bool) -> Result<bool> {
         let Some(group) = self.group() else { return Ok(flag) };
-        let t = Tensor::from(i64::from(flag));
-        group.all_reduce_sum(&t)?;
-        Ok(t.int64_value(&[]) > 0)
+        Ok(Self::sum_on_group(group, &[i64::from(flag)])?[0] > 0)
     }
 
     /// The epoch sums over all ranks: `base` (already global, from a checkpoint) plus every
     /// rank's `local` sums since. Seconds are this rank's.
     pub fn global_sums(&self, base: &EpochSums, local: &EpochSums) -> Result<EpochSums> {
         let Some(group) = self.group() else { return Ok(base.plus(local)) };
-        let t = Tensor::from_slice(&[local.loss_sum, local.correct as f64, local.seen as f64]);
-        group.all_reduce_sum(&t)?;
-        let v: Vec<f64> = Vec::try_from(&t)?;
+        let v = Self::sum_on_group(group, &[local.loss_sum, local.correct as f64, local.seen as f64])?;
         Ok(EpochSums {
             loss_sum: base.loss_sum + v[0],
             correct: base.correct + v[1] as i64,
@@ -268,12 +289,8 @@ impl DataParallel {
     pub fn merge_eval(&self, local: EvalResult) -> Result<EvalResult> {
         let Some(group) = self.group() else { return Ok(local) };
         let classes = local.confusion.len();
-        let confusion = Tensor::from_slice(&local.confusion.concat());
-        let totals = Tensor::from_slice(&[local.loss * local.images as f64, local.images as f64]);
-        group.all_reduce_sum(&confusion)?;
-        group.all_reduce_sum(&totals)?;
-        let confusion: Vec<i64> = Vec::try_from(&confusion.to_kind(Kind::Int64))?;
-        let totals: Vec<f64> = Vec::try_from(&totals)?;
+        let confusion = Self::sum_on_group(group, &local.confusion.concat())?;
+        let totals = Self::sum_on_group(group, &[local.loss * local.images as f64, local.images as f64])?;
         Ok(EvalResult::from_sums(totals[1] as i64, totals[0], &confusion, classes))
     }
 }
