@@ -19,6 +19,7 @@ pub mod config;
 pub mod data_parallel;
 pub mod evaluation;
 pub mod metrics;
+pub mod optim;
 pub mod plot;
 pub mod resume;
 pub mod run_dir;
