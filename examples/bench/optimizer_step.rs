@@ -37,13 +37,16 @@ fn seconds_per_step(opt: &mut dyn Optimizer, reps: usize, device: Device) -> Res
     Ok((super::median(runs.clone()), runs))
 }
 
+/// Builds an optimizer over the given parameters.
+type MakeOptimizer = dyn Fn(NamedParams) -> Result<Box<dyn Optimizer>>;
+
 /// The report's fields: `optimizer_step_seconds_{sgd,adam,adam_fused}` and their runs.
 pub fn measure(device: Device, reps: usize) -> Result<serde_json::Value> {
     let mut report = serde_json::Map::new();
     let sgd = SgdConfig { lr: 0.005, momentum: 0.9, weight_decay: 0.005, ..Default::default() };
     let adam = AdamConfig { lr: 1e-3, ..Default::default() };
     let fused = AdamConfig { fused: Some(true), ..adam };
-    let cases: [(&str, Box<dyn Fn(NamedParams) -> Result<Box<dyn Optimizer>>>); 3] = [
+    let cases: [(&str, Box<MakeOptimizer>); 3] = [
         ("sgd", Box::new(move |p| Ok(Box::new(Sgd::new(vec![ParamGroup::new(p, sgd)])?)))),
         ("adam", Box::new(move |p| Ok(Box::new(Adam::new(vec![ParamGroup::new(p, adam)])?)))),
         ("adam_fused", Box::new(move |p| Ok(Box::new(Adam::new(vec![ParamGroup::new(p, fused)])?)))),

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 use super::optimizer::{like_param, step_tensor, Optim, ParamState, Rule};
-use super::param_groups::{bool_key, float_key, option_bool_key, option_bool_value, Hyper};
+use super::param_groups::{bool_key, first_failure, float_key, option_bool_key, option_bool_value, Hyper};
 use super::OptimError;
 use crate::ffi::optim::{self as ops, FusedAdamScalars, FusedAdamTensors};
 use crate::formats::pytorch::PtValue;
@@ -125,10 +125,7 @@ impl Hyper for AdamConfig {
                 "`fused` and `foreach` cannot be `True` together.".into(),
             ),
         ];
-        match checks.into_iter().find(|(ok, _)| !ok) {
-            Some((_, reason)) => Err(reason),
-            None => Ok(()),
-        }
+        first_failure(checks)
     }
 
     fn to_pytorch(&self) -> Vec<(&'static str, PtValue)> {

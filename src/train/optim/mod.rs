@@ -15,7 +15,7 @@
 //!   BatchNorm" split.
 //! - [`pytorch_state`]: the state as PyTorch's `optimizer.state_dict()`, both ways.
 //! - [`state`]: the state in this crate's own format (tensors by parameter name + JSON).
-//! - [`clip`]: `torch.nn.utils.clip_grad_norm_`.
+//! - [`clip`]: gradient clipping by total norm (`torch.nn.utils.clip_grad_norm_`).
 //! - [`loss`]: `F.cross_entropy` with label smoothing.
 //!
 //! ```no_run

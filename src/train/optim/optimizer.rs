@@ -182,6 +182,10 @@ impl<R: Rule> Optimizer for Optim<R> {
 /// The settings and extra keys of each group, read from a saved state.
 pub(crate) type LoadedGroups<H> = Vec<(H, BTreeMap<String, f64>)>;
 
+/// Everything a saved state gives an optimizer: each group's settings and extra keys, and the
+/// state of each parameter.
+pub(crate) type Loaded<R> = (LoadedGroups<<R as Rule>::Config>, Vec<Vec<Option<<R as Rule>::State>>>);
+
 impl<R: Rule> Optim<R> {
     fn install(&mut self, groups: LoadedGroups<R::Config>, state: Vec<Vec<Option<R::State>>>) {
         for (group, (config, extra)) in self.groups.iter_mut().zip(groups) {

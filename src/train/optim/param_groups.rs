@@ -94,6 +94,15 @@ pub fn ordered_parameters(vs: &nn::VarStore, order: &[String]) -> Result<NamedPa
     }
 }
 
+/// The reason of the first check that fails (`(passed, reason)` pairs), as a constructor's
+/// argument checks.
+pub(crate) fn first_failure(checks: impl IntoIterator<Item = (bool, String)>) -> Result<(), String> {
+    match checks.into_iter().find(|(ok, _)| !ok) {
+        Some((_, reason)) => Err(reason),
+        None => Ok(()),
+    }
+}
+
 /// A float from a PyTorch param group (an int is accepted: Python code writes `lr=1`).
 pub(crate) fn float_key(group: &PtValue, key: &str) -> Result<f64, String> {
     match group.get(key) {

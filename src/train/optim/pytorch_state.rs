@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 
 use tch::Tensor;
 
-use super::optimizer::{LoadedGroups, ParamState, Rule};
+use super::optimizer::{Loaded, ParamState, Rule};
 use super::param_groups::{Hyper, ParamGroup};
 use super::StateError;
 use crate::formats::pytorch::PtValue;
@@ -74,10 +74,7 @@ fn extra_keys<H: Hyper>(group: &PtValue) -> BTreeMap<String, f64> {
 
 /// The settings and state that `state_dict` gives an optimizer whose groups are `groups`,
 /// checked through; the caller installs them only when everything is right.
-pub(crate) fn import<R: Rule>(
-    groups: &[ParamGroup<R::Config>],
-    state_dict: &PtValue,
-) -> Result<(LoadedGroups<R::Config>, Vec<Vec<Option<R::State>>>), StateError> {
+pub(crate) fn import<R: Rule>(groups: &[ParamGroup<R::Config>], state_dict: &PtValue) -> Result<Loaded<R>, StateError> {
     let saved_groups = state_dict.get("param_groups").ok_or_else(|| layout("it has no 'param_groups'"))?;
     let saved_groups = saved_groups.as_list().ok_or_else(|| layout("'param_groups' is not a list"))?;
     let saved_state = match state_dict.get("state") {

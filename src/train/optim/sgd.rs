@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 use super::optimizer::{like_param, Optim, ParamState, Rule};
-use super::param_groups::{bool_key, float_key, option_bool_key, option_bool_value, Hyper};
+use super::param_groups::{bool_key, first_failure, float_key, option_bool_key, option_bool_value, Hyper};
 use super::OptimError;
 use crate::ffi::optim as ops;
 use crate::formats::pytorch::PtValue;
@@ -78,22 +78,19 @@ impl Hyper for SgdConfig {
 
     fn validate(&self) -> Result<(), String> {
         // The checks and messages of `SGD.__init__`.
-        if !(self.lr >= 0.0) {
-            return Err(format!("Invalid learning rate: {}", self.lr));
-        }
-        if !(self.momentum >= 0.0) {
-            return Err(format!("Invalid momentum value: {}", self.momentum));
-        }
-        if !(self.weight_decay >= 0.0) {
-            return Err(format!("Invalid weight_decay value: {}", self.weight_decay));
-        }
-        if self.nesterov && (self.momentum <= 0.0 || self.dampening != 0.0) {
-            return Err("Nesterov momentum requires a momentum and zero dampening".into());
-        }
-        if self.fused == Some(true) && self.foreach == Some(true) {
-            return Err("`fused` and `foreach` cannot be `True` together.".into());
-        }
-        Ok(())
+        first_failure([
+            (self.lr >= 0.0, format!("Invalid learning rate: {}", self.lr)),
+            (self.momentum >= 0.0, format!("Invalid momentum value: {}", self.momentum)),
+            (self.weight_decay >= 0.0, format!("Invalid weight_decay value: {}", self.weight_decay)),
+            (
+                !self.nesterov || (self.momentum > 0.0 && self.dampening == 0.0),
+                "Nesterov momentum requires a momentum and zero dampening".into(),
+            ),
+            (
+                !(self.fused == Some(true) && self.foreach == Some(true)),
+                "`fused` and `foreach` cannot be `True` together.".into(),
+            ),
+        ])
     }
 
     fn to_pytorch(&self) -> Vec<(&'static str, PtValue)> {

@@ -17,7 +17,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-use super::optimizer::{LoadedGroups, ParamState, Rule};
+use super::optimizer::{Loaded, ParamState, Rule};
 use super::param_groups::{Hyper, ParamGroup};
 use super::StateError;
 use crate::formats::safetensors::{self, CheckpointError, Metadata};
@@ -99,7 +99,7 @@ pub(crate) fn import<R: Rule>(
     name: &'static str,
     groups: &[ParamGroup<R::Config>],
     saved: &SavedState,
-) -> Result<(LoadedGroups<R::Config>, Vec<Vec<Option<R::State>>>), StateError> {
+) -> Result<Loaded<R>, StateError> {
     let found = saved.settings.get("optimizer").and_then(|v| v.as_str()).unwrap_or("an unknown optimizer");
     if !same_family(found, name) {
         return Err(StateError::Kind { found: found.to_string(), expected: name });
