@@ -13,7 +13,7 @@ use tch_alexnet::train::optim::{self, Adam, AdamConfig, NamedParams, Optimizer, 
 fn parameters_with_gradients(device: Device) -> Result<NamedParams> {
     tch::manual_seed(1);
     let (vs, _net) = tch_alexnet::train::build_model(device, 10, false)?;
-    let params = optim::ordered_parameters(&vs, &tch_alexnet::model::parameter_names()).map_err(anyhow::Error::msg)?;
+    let params = optim::ordered_parameters(&vs, &tch_alexnet::model::parameter_names())?;
     for (_, p) in &params {
         let mut p = p.shallow_clone();
         let grad = Tensor::randn(p.size(), (Kind::Float, device)) * 1e-3;

@@ -256,6 +256,11 @@ impl Rule for AdamRule {
                 continue;
             }
             let s = state.get_or_insert_with(|| AdamState::new(param, c));
+            if c.amsgrad && s.max_exp_avg_sq.is_none() {
+                // PyTorch fails here too (KeyError 'max_exp_avg_sq').
+                let reason = "amsgrad was switched on after the first step: there is no max_exp_avg_sq".into();
+                return Err(OptimError::Config { optimizer: Self::name(c), reason });
+            }
             if c.is_fused() {
                 stepped.push((param.shallow_clone(), grad, &*s));
             } else {

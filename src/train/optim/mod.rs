@@ -22,8 +22,7 @@
 //! # fn main() -> anyhow::Result<()> {
 //! use tch_alexnet::train::optim::{param_groups, Adam, AdamConfig, LrGroups, Optimizer};
 //! # let (vs, _net) = tch_alexnet::train::build_model(tch::Device::Cpu, 10, false)?;
-//! let params = tch_alexnet::train::optim::ordered_parameters(&vs, &tch_alexnet::model::parameter_names())
-//!     .map_err(anyhow::Error::msg)?;
+//! let params = tch_alexnet::train::optim::ordered_parameters(&vs, &tch_alexnet::model::parameter_names())?;
 //! let config = AdamConfig { lr: 3e-4, weight_decay: 0.05, ..AdamConfig::adamw() };
 //! let mut opt = Adam::new(param_groups(params, config, true))?; // no decay on 1-dim parameters
 //! // each step: opt.zero_grad(); loss.backward(); opt.step()?;
@@ -61,7 +60,7 @@ pub use adam::{Adam, AdamConfig, AdamState};
 pub use clip::clip_grad_norm;
 pub use loss::cross_entropy;
 pub use optimizer::{Optim, ParamState, Rule};
-pub use param_groups::{ordered_parameters, param_groups, split_no_decay, NamedParams, ParamGroup};
+pub use param_groups::{ordered_parameters, param_groups, split_no_decay, NamedParams, OrderError, ParamGroup};
 pub use sgd::{Sgd, SgdConfig, SgdState};
 pub use state::SavedState;
 

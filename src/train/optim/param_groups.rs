@@ -77,19 +77,28 @@ pub fn param_groups<H: Hyper>(params: NamedParams, config: H, no_decay_on_1d: bo
     vec![ParamGroup::new(decay, config), ParamGroup::new(no_decay, no_decay_config)]
 }
 
+/// What [`ordered_parameters`] refuses: an order that does not name exactly the trainable
+/// variables.
+#[derive(Debug, thiserror::Error)]
+pub enum OrderError {
+    #[error("the parameter order names `{0}`, which is not a trainable variable of the model")]
+    Unknown(String),
+    #[error("the trainable variable `{0}` is not in the parameter order")]
+    Left(String),
+}
+
 /// The trainable variables of `vs` named in `order` (PyTorch's `parameters()` order), as
-/// handles on the same tensors; an error names the first name `vs` lacks or the first
-/// trainable variable `order` leaves out.
-pub fn ordered_parameters(vs: &nn::VarStore, order: &[String]) -> Result<NamedParams, String> {
+/// handles on the same tensors.
+pub fn ordered_parameters(vs: &nn::VarStore, order: &[String]) -> Result<NamedParams, OrderError> {
     let mut variables: BTreeMap<String, Tensor> =
         vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
     let mut out = Vec::with_capacity(order.len());
     for name in order {
-        let t = variables.remove(name).ok_or_else(|| format!("no trainable variable `{name}`"))?;
+        let t = variables.remove(name).ok_or_else(|| OrderError::Unknown(name.clone()))?;
         out.push((name.clone(), t));
     }
-    match variables.keys().next() {
-        Some(left) => Err(format!("the trainable variable `{left}` is not in the parameter order")),
+    match variables.into_keys().next() {
+        Some(left) => Err(OrderError::Left(left)),
         None => Ok(out),
     }
 }
