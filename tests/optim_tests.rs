@@ -49,13 +49,17 @@ fn reference_script(python: &Path, args: &[&str]) {
     assert!(out.status.success(), "optim_reference.py {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// The folder of PyTorch's recorded runs, recorded once per test process.
+/// The folder of PyTorch's recorded runs, recorded afresh once per test process (into a
+/// temporary folder renamed over the previous run's, so that none accumulate).
 fn recorded(python: &Path) -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("optim-reference-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        reference_script(python, &["record", s(&dir)]);
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("optim-reference");
+        let tmp = dir.with_extension(format!("tmp-{}", std::process::id()));
+        std::fs::create_dir_all(&tmp).unwrap();
+        reference_script(python, &["record", s(&tmp)]);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::rename(&tmp, &dir).unwrap();
         dir
     })
 }
