@@ -411,3 +411,14 @@ fn groups_without_decay_on_one_dim_parameters_and_extra_keys() {
     opt.load_state_dict(&state).unwrap();
     assert_eq!((opt.lr(1), opt.extra(1, "initial_lr")), (0.05, Some(0.1)));
 }
+
+/// With no smoothing, the loss is the recipe's `cross_entropy_for_logits` bit for bit, so the
+/// trainer can use `loss::cross_entropy` whatever `--label-smoothing` is.
+#[test]
+fn no_smoothing_is_the_recipes_loss_bit_for_bit() {
+    tch::manual_seed(5);
+    let logits = Tensor::randn([64, 10], (Kind::Float, Device::Cpu)) * 4.0;
+    let targets = Tensor::randint(10, [64], (Kind::Int64, Device::Cpu));
+    let ours = loss::cross_entropy(&logits, &targets, 0.0).unwrap();
+    assert!(ours.equal(&logits.cross_entropy_for_logits(&targets)), "{ours:?}");
+}
