@@ -6,7 +6,8 @@
 //!   `libtorch_cuda.so` directly, so the linker would otherwise drop it and
 //!   `tch::Cuda::is_available()` would be false on a GPU machine.
 //! - `src/ffi/*.cpp`, compiled against libtorch's headers, for what tch cannot do: select bf16
-//!   for CUDA autocast, drop or set a gradient, switch oneDNN off (`src/ffi/mod.rs`).
+//!   for CUDA autocast, drop or set a gradient, switch oneDNN off, and the optimizers' tensor
+//!   operations that tch binds without their scalar argument (`src/ffi/mod.rs`).
 //! - `src/ffi/c10d.cpp`, the binding of libtorch's c10d for `src/distributed/`, in a build of
 //!   its own: with `-DUSE_C10D_GLOO` only when gloo's headers are found, in `$GLOO_INCLUDE_DIR`
 //!   or `/usr/include` (Debian's `libgloo-dev`, which `scripts/setup` installs; the PyTorch
@@ -36,7 +37,8 @@ fn main() {
     let libtorch = libtorch.canonicalize().unwrap_or(libtorch);
     let lib = libtorch.join("lib");
     println!("cargo:rerun-if-changed={}", lib.display());
-    const FFI_SOURCES: [&str; 3] = ["src/ffi/autocast.cpp", "src/ffi/grad.cpp", "src/ffi/onednn.cpp"];
+    const FFI_SOURCES: [&str; 4] =
+        ["src/ffi/autocast.cpp", "src/ffi/grad.cpp", "src/ffi/onednn.cpp", "src/ffi/optim.cpp"];
     for source in FFI_SOURCES {
         println!("cargo:rerun-if-changed={source}");
     }

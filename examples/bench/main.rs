@@ -16,6 +16,8 @@ use tch_alexnet::formats::state_dict;
 use tch_alexnet::train::sgd::Sgd;
 use tch_alexnet::train::{self as training, TrainConfig};
 
+mod optimizer_step;
+
 tch_alexnet::use_jemalloc!();
 
 /// Measure images per second of the training step, evaluation and data pipeline, the data set
@@ -66,6 +68,10 @@ struct Args {
     /// seconds instead of minutes, and no data set needed.
     #[arg(long)]
     only_checkpoint_load: bool,
+    /// Measure only an optimizer step on the model's parameters (SGD, Adam, fused Adam), to
+    /// compare with `scripts/bench_optimizer.py` (PyTorch's torch.optim); no data set needed.
+    #[arg(long)]
+    only_optimizer_step: bool,
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -171,6 +177,14 @@ fn run() -> Result<()> {
         tch::manual_seed(1);
         let (vs, _net) = training::build_model(Device::Cpu, 10, false)?;
         let mut report = checkpoint_load(&vs, args.reps)?;
+        report["implementation"] = "rust (tch 0.26, libtorch 2.13.0)".into();
+        report["threads"] = args.threads.into();
+        return write_report(&args, &report);
+    }
+    if args.only_optimizer_step {
+        tch::set_num_threads(args.threads as i32);
+        let device = tch_alexnet::device::parse_device(&args.device)?;
+        let mut report = optimizer_step::measure(device, args.reps)?;
         report["implementation"] = "rust (tch 0.26, libtorch 2.13.0)".into();
         report["threads"] = args.threads.into();
         return write_report(&args, &report);

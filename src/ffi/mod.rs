@@ -14,6 +14,10 @@
 //!   `gradient_as_bucket_view`), where tch could only copy them back.
 //! - oneDNN on or off for CPU convolutions (`torch.backends.mkldnn.enabled`), which
 //!   `scripts/bench` compares.
+//! - [`optim`]: the tensor operators of `torch.optim` that tch binds without their scalar
+//!   argument, and the fused Adam kernels.
+
+pub mod optim;
 
 use tch::Tensor;
 

@@ -9,6 +9,9 @@
 //! - [`trainer`]: the loop itself, top to bottom.
 //! - [`data_parallel`]: one rank of a data-parallel job, with PyTorch DDP's semantics.
 //! - [`sgd`]: `torch.optim.SGD`'s update, with momentum buffers that can be saved.
+//! - [`optim`]: PyTorch's optimizers (SGD with Nesterov and dampening, Adam, AdamW) with
+//!   parameter groups and their state both ways, gradient clipping, label smoothing, and the
+//!   learning-rate schedules.
 //! - [`evaluation`], [`metrics`], [`plot`]: what the loop measures and draws.
 //! - [`run_dir`], [`resume`]: the run folder's files, its lock, and the crash-consistent
 //!   checkpoint pair that `--resume` continues from.
@@ -19,6 +22,7 @@ pub mod config;
 pub mod data_parallel;
 pub mod evaluation;
 pub mod metrics;
+pub mod optim;
 pub mod plot;
 pub mod resume;
 pub mod run_dir;
