@@ -5,6 +5,8 @@
 //! parameter group's learning rate (and, for `OneCycleLR`, its momentum or `betas[0]`), as
 //! PyTorch's schedulers do through `optimizer.param_groups`.
 
+pub mod lr_scheduler;
+
 /// What a learning-rate schedule may read and change in an optimizer: per parameter group, the
 /// learning rate and the momentum (SGD's `momentum`, Adam's `betas[0]`), as PyTorch's schedulers
 /// do through `optimizer.param_groups[i]['lr']` and `['momentum']` / `['betas']`.
