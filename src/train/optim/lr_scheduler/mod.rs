@@ -56,9 +56,7 @@ pub enum ScheduleError {
     Invalid(String),
     #[error("OneCycleLR: tried to step {step} times; the specified number of total steps is {total_steps}")]
     PastEnd { step: i64, total_steps: i64 },
-    #[error(
-        "OneCycleLR with cycle_momentum needs an optimizer with momentum or betas in every parameter group"
-    )]
+    #[error("OneCycleLR with cycle_momentum needs an optimizer with momentum or betas in every parameter group")]
     NoMomentum,
     #[error("the optimizer has {optimizer} parameter groups, the schedule was made for {schedule}")]
     GroupCount { optimizer: usize, schedule: usize },
@@ -220,7 +218,8 @@ impl LrScheduler {
                 if slot.is_none() {
                     continue;
                 }
-                let value = dict.get(key.name()).ok_or_else(|| bad(format!("group {group} has no `{}`", key.name())))?;
+                let value =
+                    dict.get(key.name()).ok_or_else(|| bad(format!("group {group} has no `{}`", key.name())))?;
                 *slot = Some(value.as_float().ok_or_else(|| {
                     bad(format!("group {group}: `{}` is a {}, not a float", key.name(), value.type_name()))
                 })?);

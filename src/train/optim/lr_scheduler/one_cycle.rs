@@ -267,7 +267,9 @@ impl OneCycleLr {
                 let pct = (step - start_step) / (end_step - start_step);
                 let lr = self.anneal.anneal(entry.get(phase.start_lr)?, entry.get(phase.end_lr)?, pct);
                 let momentum = match self.cycle_momentum {
-                    true => Some(self.anneal.anneal(entry.get(phase.start_momentum)?, entry.get(phase.end_momentum)?, pct)),
+                    true => {
+                        Some(self.anneal.anneal(entry.get(phase.start_momentum)?, entry.get(phase.end_momentum)?, pct))
+                    }
                     false => None,
                 };
                 return Ok((lr, momentum));

@@ -135,7 +135,10 @@ impl CosineAnnealingLr {
         if c.is_initial {
             c.lrs.to_vec()
         } else if c.step_count == 1 && c.last_epoch > 0 {
-            c.base_lrs.iter().map(|base_lr| eta_min + (base_lr - eta_min) * (1.0 + (epoch * PI / t_max).cos()) / 2.0).collect()
+            c.base_lrs
+                .iter()
+                .map(|base_lr| eta_min + (base_lr - eta_min) * (1.0 + (epoch * PI / t_max).cos()) / 2.0)
+                .collect()
         } else if (c.last_epoch - 1 - self.t_max).rem_euclid(2 * self.t_max) == 0 {
             c.lrs
                 .iter()

@@ -174,7 +174,10 @@ impl FromStr for Decay {
             }
             "step" => {
                 a.count(1, 2)?;
-                Decay::Step { step_size: a.positive_int(a.parts[0], "STEP_SIZE")?, gamma: a.float(1, "GAMMA", 0.1, 0.0, false)? }
+                Decay::Step {
+                    step_size: a.positive_int(a.parts[0], "STEP_SIZE")?,
+                    gamma: a.float(1, "GAMMA", 0.1, 0.0, false)?,
+                }
             }
             "multistep" => {
                 a.count(1, 2)?;
@@ -281,13 +284,17 @@ impl ScheduleSpec {
     fn decay_config(&self, total: i64, warmup: i64, momentum_key: MomentumKey) -> Option<SchedulerConfig> {
         Some(match &self.decay {
             Decay::Constant => return None,
-            Decay::Cosine { eta_min } => SchedulerConfig::CosineAnnealingLr { t_max: total - warmup, eta_min: *eta_min },
+            Decay::Cosine { eta_min } => {
+                SchedulerConfig::CosineAnnealingLr { t_max: total - warmup, eta_min: *eta_min }
+            }
             Decay::Step { step_size, gamma } => SchedulerConfig::StepLr { step_size: *step_size, gamma: *gamma },
             Decay::MultiStep { milestones, gamma } => {
                 SchedulerConfig::MultiStepLr { milestones: milestones.clone(), gamma: *gamma }
             }
             Decay::Exponential { gamma } => SchedulerConfig::ExponentialLr { gamma: *gamma },
-            Decay::OneCycle { max_lr } => SchedulerConfig::OneCycleLr(OneCycleConfig::new(*max_lr, total, momentum_key)),
+            Decay::OneCycle { max_lr } => {
+                SchedulerConfig::OneCycleLr(OneCycleConfig::new(*max_lr, total, momentum_key))
+            }
         })
     }
 
