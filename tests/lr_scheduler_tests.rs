@@ -12,6 +12,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
+use std::sync::OnceLock;
 
 use serde::Deserialize;
 use tch_alexnet::formats::pytorch::{self, PtValue};
@@ -184,6 +185,9 @@ fn assert_matches(what: &str, ours: &Ours, theirs: &Trace) {
     );
     assert!(lr_max <= TOLERANCE, "{what}: learning rates differ from PyTorch's by {lr_max:e}");
     assert!(m_max <= TOLERANCE, "{what}: momenta differ from PyTorch's by {m_max:e}");
+    // The port repeats PyTorch's float operations in PyTorch's order, with the same libm: it is
+    // exact, and a textbook closed form (within 1e-15 of PyTorch's values) is caught here.
+    assert!(same == n && m_same == m_n, "{what}: within {TOLERANCE:e} but not bit for bit");
 }
 
 fn fixture(python: &Path, args: &[&str]) {
@@ -199,11 +203,15 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// PyTorch's uninterrupted runs of every case.
-fn pytorch_traces(python: &Path, dir: &Path) -> BTreeMap<String, Trace> {
-    let path = dir.join("trace.json");
-    fixture(python, &["trace", s(&path)]);
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+/// PyTorch's uninterrupted runs of every case, computed once per test binary.
+fn pytorch_traces(python: &Path) -> &'static BTreeMap<String, Trace> {
+    static TRACES: OnceLock<BTreeMap<String, Trace>> = OnceLock::new();
+    TRACES.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trace.json");
+        fixture(python, &["trace", s(&path)]);
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    })
 }
 
 /// The part of a trace from step `k` on.
@@ -214,8 +222,7 @@ fn tail(trace: &Trace, k: usize) -> Trace {
 #[test]
 fn every_learning_rate_of_every_schedule_equals_pytorchs() {
     let python = require_reference_python!();
-    let dir = tempfile::tempdir().unwrap();
-    let traces = pytorch_traces(&python, dir.path());
+    let traces = pytorch_traces(&python);
     for (name, n) in CASES {
         let (mut g, mut sched) = build(name);
         assert_matches(name, &run(&mut g, &mut sched, n), &traces[name]);
@@ -228,8 +235,7 @@ fn every_learning_rate_of_every_schedule_equals_pytorchs() {
 #[test]
 fn schedules_from_specs_equal_pytorchs_recipes() {
     let python = require_reference_python!();
-    let dir = tempfile::tempdir().unwrap();
-    let traces = pytorch_traces(&python, dir.path());
+    let traces = pytorch_traces(&python);
     let cases = [
         ("warmup_cosine", "cosine", Some(WarmupLength::Epochs(10)), StepUnit::Epoch, 120, 1, MomentumKey::Momentum),
         (
@@ -266,8 +272,7 @@ fn schedules_from_specs_equal_pytorchs_recipes() {
 #[test]
 fn a_wrong_schedule_fails_the_comparison() {
     let python = require_reference_python!();
-    let dir = tempfile::tempdir().unwrap();
-    let traces = pytorch_traces(&python, dir.path());
+    let traces = pytorch_traces(&python);
     let theirs = &traces["cosine"];
 
     let mut g = groups();
@@ -333,8 +338,8 @@ fn restore_groups(g: &mut Groups, param_groups: &PtValue) {
 #[test]
 fn pytorch_state_dicts_are_ours_and_continue_here() {
     let python = require_reference_python!();
+    let traces = pytorch_traces(&python);
     let dir = tempfile::tempdir().unwrap();
-    let traces = pytorch_traces(&python, dir.path());
     fixture(&python, &["save", s(dir.path())]);
     for (name, n) in CASES {
         for k in ks(n) {
@@ -387,8 +392,8 @@ fn ours_checkpoint(g: &Groups, sched: &LrScheduler) -> PtValue {
 #[test]
 fn our_state_dicts_continue_in_pytorch() {
     let python = require_reference_python!();
+    let traces = pytorch_traces(&python);
     let dir = tempfile::tempdir().unwrap();
-    let traces = pytorch_traces(&python, dir.path());
     for (name, n) in CASES {
         for k in ks(n) {
             let (mut g, mut sched) = build(name);
