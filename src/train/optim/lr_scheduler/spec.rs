@@ -37,10 +37,11 @@ const USAGE: &str = "constant, cosine[:ETA_MIN], step:STEP_SIZE[:GAMMA], multist
                      exponential:GAMMA, onecycle:MAX_LR";
 
 /// How the learning rate decays over the run (the `--schedule` string).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum Decay {
     /// No schedule: the optimizer's learning rate throughout (the recipe's default).
+    #[default]
     Constant,
     /// `CosineAnnealingLR(T_max = steps after the warm-up, eta_min)`.
     Cosine { eta_min: f64 },
@@ -97,8 +98,9 @@ impl Warmup {
     }
 }
 
-/// A run's whole schedule: decay, warm-up, step unit. Checked when made.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A run's whole schedule: decay, warm-up, step unit. Checked when made. The default is the
+/// recipe's: a constant learning rate.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ScheduleSpec {
     pub decay: Decay,
     pub warmup: Option<Warmup>,
