@@ -30,6 +30,8 @@
 //! # Ok(()) }
 //! ```
 
+pub mod lr_scheduler;
+
 /// What a learning-rate schedule may read and change in an optimizer: per parameter group, the
 /// learning rate and the momentum (SGD's `momentum`, Adam's `betas[0]`), as PyTorch's schedulers
 /// do through `optimizer.param_groups[i]['lr']` and `['momentum']` / `['betas']`.
