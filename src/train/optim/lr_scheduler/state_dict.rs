@@ -16,17 +16,13 @@ use super::sequential::Sequential;
 use super::{LrScheduler, Schedule, ScheduleError};
 use crate::formats::pytorch::PtValue;
 
-/// `MultiStepLR.milestones`, a `collections.Counter` in PyTorch.
-///
-/// MERGE: written as a plain dict until the unpickler's `PtValue::Counter` variant (another
-/// branch) is merged; then this becomes `PtValue::Counter(items)` and [`milestones_from_pt`]
-/// accepts it. This is the only place that decides how the Counter is written.
+/// `MultiStepLR.milestones`, a `collections.Counter` in PyTorch (written back as one, which
+/// `torch.load(weights_only=True)` accepts).
 pub fn milestones_to_pt(milestones: &[(i64, i64)]) -> PtValue {
-    PtValue::Dict(milestones.iter().map(|&(m, n)| (PtValue::Int(m), PtValue::Int(n))).collect())
+    PtValue::Counter(milestones.iter().map(|&(m, n)| (PtValue::Int(m), PtValue::Int(n))).collect())
 }
 
-/// Reads `MultiStepLR.milestones` back: a `Counter` (MERGE: once `PtValue::Counter` exists) or
-/// a dict of `milestone: count`.
+/// Reads `MultiStepLR.milestones` back: a `Counter` (or a plain dict of `milestone: count`).
 pub fn milestones_from_pt(value: &PtValue) -> Result<Vec<(i64, i64)>, ScheduleError> {
     let items = value
         .as_dict()
