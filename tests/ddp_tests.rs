@@ -49,7 +49,7 @@ fn ddp_rank_process() {
     vs.double();
     let net = net.with_dropout(0.0);
     checkpoint::load_var_store(&vs, &dir.join("init.safetensors")).unwrap();
-    let mut sgd = tch_alexnet::train::sgd::Sgd::new(&vs, Default::default());
+    let mut sgd = tch_alexnet::train::optimizer_setup::build_optimizer(&vs, &Default::default()).unwrap();
     let batches = checkpoint::load_tensors(&dir.join("batches.safetensors")).unwrap().tensors;
     for step in 0..STEPS {
         let batch = tch_alexnet::data::batches::Batch {
@@ -57,7 +57,8 @@ fn ddp_rank_process() {
             labels: batches[&format!("r{}_s{step}_labels", info.rank)].shallow_clone(),
         };
         dp.sync_buffers(&vs).unwrap();
-        let _ = tch_alexnet::train::trainer::train_step_with(&net, &mut sgd, &batch, false, |sgd| {
+        let recipe = tch_alexnet::train::StepSettings::recipe(false);
+        let _ = tch_alexnet::train::trainer::train_step_with(&net, sgd.as_mut(), &batch, &recipe, |sgd| {
             dp.average_gradients(sgd)
         })
         .unwrap();
@@ -70,7 +71,7 @@ fn ddp_rank_process() {
         &Default::default(),
     )
     .unwrap();
-    let momentum = sgd.momentum_buffers();
+    let momentum = tch_alexnet::train::optimizer_setup::momentum_buffers(sgd.as_ref());
     checkpoint::save_tensors(
         &dir.join(format!("rust{rank}_momentum.safetensors")),
         momentum.iter().map(|(k, v)| (k.as_str(), v)),
