@@ -256,11 +256,11 @@ fn run() -> Result<()> {
     let mut sgd = optimizer_setup::build_optimizer(&vs, &config)?;
     let steps = args.train_steps;
     let mut batches = Batches::for_epoch(images, labels, &setup.split.train, &plan, true, bs, &preprocess);
-    training::train_step(&net, sgd.as_mut(), &batches.next().context("no batch")?, args.amp)?;
+    let _ = training::train_step(&net, sgd.as_mut(), &batches.next().context("no batch")?, args.amp)?;
     let train_rates = time_images(args.reps, steps * bs, device, || {
         for _ in 0..steps {
             let batch = batches.next().expect("enough batches");
-            training::train_step(&net, sgd.as_mut(), &batch, args.amp).expect("a training step failed");
+            let _ = training::train_step(&net, sgd.as_mut(), &batch, args.amp).expect("a training step failed");
         }
     });
     eprintln!("training step ({}): {:.1} images/s", args.memory_format, median(train_rates.clone()));

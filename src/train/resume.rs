@@ -35,7 +35,6 @@ use crate::formats::pytorch::PtValue;
 use crate::formats::safetensors::{self as checkpoint, CheckpointError, Metadata};
 use crate::formats::state_dict;
 use crate::formats::training_checkpoint::{PytorchOptimizer, TrainingCheckpoint};
-use crate::model;
 use crate::train::config::{OptimizerKind, TrainConfig};
 use crate::train::metrics::{EpochMetrics, EpochSums};
 use crate::train::optim::lr_scheduler::LrScheduler;
@@ -272,13 +271,12 @@ pub fn initial_state(
         log(&format!("Resuming {} at epoch {}, step {}", run.path.display(), state.epoch + 1, state.step));
         return Ok(state);
     }
-    let fresh = LoopState { schedule, ..LoopState::default() };
     match &run.start {
-        Start::Fresh => Ok(fresh),
+        Start::Fresh => Ok(LoopState { schedule, ..LoopState::default() }),
         Start::Weights { path, key } => {
             state_dict::load_into_var_store(vs, path, key.as_deref())?;
             log(&format!("Starting from the weights in {}", path.display()));
-            Ok(fresh)
+            Ok(LoopState { schedule, ..LoopState::default() })
         }
         Start::PytorchCheckpoint { path } => {
             let ckpt = TrainingCheckpoint::read_pytorch(path)?;

@@ -567,7 +567,7 @@ pub fn train_step_with(
     after_backward(optimizer)?;
     if let Some(max_norm) = settings.clip_grad_norm {
         let params: Vec<Tensor> = optimizer.parameters().into_iter().map(|(_, p)| p).collect();
-        clip_grad_norm(&params, max_norm, 2.0)?;
+        let _total_norm = clip_grad_norm(&params, max_norm, 2.0)?;
     }
     optimizer.step()?;
     Ok((loss.detach(), logits.detach()))
