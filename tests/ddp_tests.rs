@@ -195,7 +195,7 @@ fn launcher_and_torchrun_runs_agree_and_sigterm_resumes_exactly() {
     let f =
         run_bin(&example_bin("train"), &with_flags(ddp_args(d, full.to_str().unwrap()), &["--nproc-per-node", "2"]));
     assert_eq!(f.code, Some(0), "{}\n{}", f.stdout, f.stderr);
-    assert!(f.stdout.contains("All 2 ranks hold bit-identical weights, buffers and momentum"), "{}", f.stdout);
+    assert!(f.stdout.contains("All 2 ranks hold bit-identical weights, buffers and optimizer state"), "{}", f.stdout);
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(full.join("config.json")).unwrap()).unwrap();
     assert_eq!((config["world_size"].as_u64(), config["global_batch_size"].as_u64()), (Some(2), Some(8)));
