@@ -74,7 +74,7 @@ impl TrainingCheckpoint {
         if ckpt.param_groups().is_empty() {
             return Err(layout("the optimizer has no 'param_groups'".into()));
         }
-        ckpt.optimizer_class().map_err(|reason| layout(reason))?;
+        ckpt.optimizer_class().map_err(layout)?;
         Ok(ckpt)
     }
 
