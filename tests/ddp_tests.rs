@@ -49,7 +49,7 @@ fn ddp_rank_process() {
     vs.double();
     let net = net.with_dropout(0.0);
     checkpoint::load_var_store(&vs, &dir.join("init.safetensors")).unwrap();
-    let mut sgd = tch_alexnet::train::sgd::Sgd::new(&vs, Default::default());
+    let mut sgd = tch_alexnet::train::optimizer_setup::build_optimizer(&vs, &Default::default()).unwrap();
     let batches = checkpoint::load_tensors(&dir.join("batches.safetensors")).unwrap().tensors;
     for step in 0..STEPS {
         let batch = tch_alexnet::data::batches::Batch {
@@ -57,7 +57,8 @@ fn ddp_rank_process() {
             labels: batches[&format!("r{}_s{step}_labels", info.rank)].shallow_clone(),
         };
         dp.sync_buffers(&vs).unwrap();
-        let _ = tch_alexnet::train::trainer::train_step_with(&net, &mut sgd, &batch, false, |sgd| {
+        let recipe = tch_alexnet::train::StepSettings::recipe(false);
+        let _ = tch_alexnet::train::trainer::train_step_with(&net, sgd.as_mut(), &batch, &recipe, |sgd| {
             dp.average_gradients(sgd)
         })
         .unwrap();
@@ -70,7 +71,7 @@ fn ddp_rank_process() {
         &Default::default(),
     )
     .unwrap();
-    let momentum = sgd.momentum_buffers();
+    let momentum = tch_alexnet::train::optimizer_setup::momentum_buffers(sgd.as_ref());
     checkpoint::save_tensors(
         &dir.join(format!("rust{rank}_momentum.safetensors")),
         momentum.iter().map(|(k, v)| (k.as_str(), v)),
@@ -194,7 +195,7 @@ fn launcher_and_torchrun_runs_agree_and_sigterm_resumes_exactly() {
     let f =
         run_bin(&example_bin("train"), &with_flags(ddp_args(d, full.to_str().unwrap()), &["--nproc-per-node", "2"]));
     assert_eq!(f.code, Some(0), "{}\n{}", f.stdout, f.stderr);
-    assert!(f.stdout.contains("All 2 ranks hold bit-identical weights, buffers and momentum"), "{}", f.stdout);
+    assert!(f.stdout.contains("All 2 ranks hold bit-identical weights, buffers and optimizer state"), "{}", f.stdout);
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(full.join("config.json")).unwrap()).unwrap();
     assert_eq!((config["world_size"].as_u64(), config["global_batch_size"].as_u64()), (Some(2), Some(8)));

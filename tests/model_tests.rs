@@ -224,13 +224,13 @@ fn forward_and_training_steps_match_pytorch(python: &std::path::Path, channels_l
     eprintln!("{layout}: eval logits vs PyTorch: max |diff| = {diff:.3e}");
     assert!(diff <= 1e-4, "{layout}: eval logits differ from PyTorch by {diff}");
 
-    let mut sgd = tch_alexnet::train::sgd::Sgd::new(&vs, Default::default());
+    let mut sgd = tch_alexnet::train::optimizer_setup::build_optimizer(&vs, &Default::default()).unwrap();
     let mut losses = Vec::new();
     for _ in 0..2 {
         sgd.zero_grad();
         let loss = net.forward_t(&images, true).cross_entropy_for_logits(&labels);
         loss.backward();
-        sgd.step();
+        sgd.step().unwrap();
         losses.push(loss.double_value(&[]));
     }
     let torch_losses: Vec<f64> =
@@ -262,7 +262,7 @@ fn forward_and_training_steps_match_pytorch(python: &std::path::Path, channels_l
     sgd.zero_grad();
     assert!(!fc3.grad().defined(), "zero_grad kept the gradient");
     let torch_momentum = checkpoint::load_tensors(&out.join("momentum.safetensors")).unwrap().tensors;
-    let momentum = sgd.momentum_buffers();
+    let momentum = tch_alexnet::train::optimizer_setup::momentum_buffers(sgd.as_ref());
     for (name, t) in &momentum {
         let diff = common::max_abs_diff(t, &torch_momentum[name]);
         assert!(diff <= 1e-5, "{layout}: momentum of {name} differs from PyTorch by {diff}");

@@ -18,11 +18,13 @@ use common::{assert_clean_failure, cpu_train_args, example_bin, run_bin, synthet
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 use tch_alexnet::formats::safetensors as checkpoint;
-use tch_alexnet::formats::training_checkpoint::{SgdSettings, TrainingCheckpoint};
+use tch_alexnet::formats::training_checkpoint::{PytorchOptimizer, TrainingCheckpoint};
 use tch_alexnet::model;
+use tch_alexnet::train::optim::Optimizer;
+use tch_alexnet::train::optimizer_setup::{build_optimizer, momentum_buffers};
 use tch_alexnet::train::resume;
 use tch_alexnet::train::run_dir::{RunDir, Start};
-use tch_alexnet::train::sgd::{Sgd, SgdConfig};
+use tch_alexnet::train::TrainConfig;
 
 /// The largest difference allowed between the two sides after three SGD steps.
 const TOLERANCE: f64 = 1e-5;
@@ -65,16 +67,21 @@ fn fresh_model(seed: i64) -> (nn::VarStore, model::AlexNet) {
 }
 
 /// One SGD step on batch `name` (`b1`, `b2`, `b3`), as the trainer takes it.
-fn step(net: &model::AlexNet, sgd: &mut Sgd, batches: &BTreeMap<String, Tensor>, name: &str) {
+fn step(net: &model::AlexNet, sgd: &mut dyn Optimizer, batches: &BTreeMap<String, Tensor>, name: &str) {
     sgd.zero_grad();
     let logits = net.forward_t(&batches[&format!("{name}_images")], true);
     logits.cross_entropy_for_logits(&batches[&format!("{name}_labels")]).backward();
-    sgd.step();
+    sgd.step().unwrap();
+}
+
+/// The trainer's optimizer for these SGD settings.
+fn sgd(vs: &nn::VarStore, lr: f64, momentum: f64, weight_decay: f64) -> Box<dyn Optimizer> {
+    build_optimizer(vs, &TrainConfig { lr, momentum, weight_decay, ..TrainConfig::default() }).unwrap()
 }
 
 /// Weights, BatchNorm buffers and momentum buffers against PyTorch's after three steps
 /// (`state3.safetensors`, `momentum3.safetensors` in `torch_dir`).
-fn assert_matches_pytorch(what: &str, vs: &nn::VarStore, sgd: &Sgd, torch_dir: &Path) {
+fn assert_matches_pytorch(what: &str, vs: &nn::VarStore, sgd: &dyn Optimizer, torch_dir: &Path) {
     let torch_state = common::tensors(&torch_dir.join("state3.safetensors"));
     let state: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
     assert_eq!(state.keys().collect::<Vec<_>>(), torch_state.keys().collect::<Vec<_>>(), "{what}: state keys");
@@ -89,7 +96,7 @@ fn assert_matches_pytorch(what: &str, vs: &nn::VarStore, sgd: &Sgd, torch_dir: &
         assert_eq!(state[&format!("{block}.1.num_batches_tracked")].int64_value(&[]), 3, "{what}: {block}");
     }
     let torch_momentum = common::tensors(&torch_dir.join("momentum3.safetensors"));
-    let momentum = sgd.momentum_buffers();
+    let momentum = momentum_buffers(sgd);
     assert_eq!(momentum.len(), model::parameter_names().len(), "{what}: momentum buffers");
     assert_eq!(momentum.keys().collect::<Vec<_>>(), torch_momentum.keys().collect::<Vec<_>>(), "{what}: momentum");
     for (name, t) in &momentum {
@@ -117,27 +124,28 @@ fn a_pytorch_training_checkpoint_continues_here_step_for_step() {
     let ckpt_path = torch_dir.join("ckpt.pth");
 
     // What the file holds, through the library's reader.
-    let ckpt = TrainingCheckpoint::read_pytorch(&ckpt_path, &model::parameter_names()).unwrap();
+    let ckpt = TrainingCheckpoint::read_pytorch(&ckpt_path).unwrap();
     assert_eq!(ckpt.epoch, 2);
-    assert_eq!(ckpt.sgd, SgdSettings { lr: 0.005, momentum: 0.9, weight_decay: 0.005 });
-    assert_eq!(ckpt.momentum.len(), model::parameter_names().len());
+    assert_eq!(ckpt.optimizer_class(), Ok(PytorchOptimizer::Sgd));
+    assert!(ckpt.scheduler.is_none());
     assert_eq!(ckpt.model.len(), init_vs.variables().len());
 
     // The trainer's path: settings from the file, then initial_state.
     let (vs, net) = fresh_model(99);
-    let config = resume::pytorch_checkpoint_sgd(&ckpt_path).unwrap();
-    assert_eq!(config, SgdConfig { lr: 0.005, momentum: 0.9, weight_decay: 0.005 });
-    let mut sgd = Sgd::new(&vs, config);
+    let base = TrainConfig { lr: 1.0, momentum: 0.0, weight_decay: 0.0, ..TrainConfig::default() };
+    let config = resume::config_of_pytorch_checkpoint(&ckpt_path, &base).unwrap();
+    assert_eq!((config.lr, config.momentum, config.weight_decay), (0.005, 0.9, 0.005));
+    let mut sgd = build_optimizer(&vs, &config).unwrap();
     let run =
         RunDir { start: Start::PytorchCheckpoint { path: ckpt_path.clone() }, ..RunDir::new(dir.path().join("run")) };
     let mut log = Vec::new();
-    let state = resume::initial_state(&run, &vs, &mut sgd, &mut |line| log.push(line.to_string())).unwrap();
+    let state = resume::initial_state(&run, &vs, sgd.as_mut(), None, &mut |line| log.push(line.to_string())).unwrap();
     assert_eq!((state.epoch, state.step), (2, 0), "the run continues after the file's epoch");
     assert!(log.iter().any(|l| l.contains("after epoch 2")), "{log:?}");
     assert_eq!(vs.variables()["conv_block1.1.num_batches_tracked"].int64_value(&[]), 2);
 
-    step(&net, &mut sgd, &batches, "b3");
-    assert_matches_pytorch("PyTorch 2 steps + Rust 1", &vs, &sgd, &torch_dir);
+    step(&net, sgd.as_mut(), &batches, "b3");
+    assert_matches_pytorch("PyTorch 2 steps + Rust 1", &vs, sgd.as_ref(), &torch_dir);
 }
 
 /// The other way: two steps here, `TrainingCheckpoint::write_pytorch`, and PyTorch continues
@@ -151,27 +159,79 @@ fn a_training_checkpoint_written_here_continues_in_pytorch_step_for_step() {
     let (vs, net) = fresh_model(11);
     // Settings other than the recipe's and PyTorch's constructor arguments, so that the file's
     // are seen to be used.
-    let config = SgdConfig { lr: 0.01, momentum: 0.8, weight_decay: 0.001 };
-    let mut sgd = Sgd::new(&vs, config);
-    step(&net, &mut sgd, &batches, "b1");
-    step(&net, &mut sgd, &batches, "b2");
+    let (lr, momentum, wd) = (0.01, 0.8, 0.001);
+    let mut sgd = sgd(&vs, lr, momentum, wd);
+    step(&net, sgd.as_mut(), &batches, "b1");
+    step(&net, sgd.as_mut(), &batches, "b2");
     let ckpt = TrainingCheckpoint {
         model: vs.variables().into_iter().collect(),
-        momentum: sgd.momentum_buffers(),
-        sgd: SgdSettings { lr: config.lr, momentum: config.momentum, weight_decay: config.weight_decay },
+        optimizer: sgd.state_dict(),
+        scheduler: None,
         epoch: 2,
     };
     let ckpt_path = dir.path().join("rust.pth");
-    ckpt.write_pytorch(&ckpt_path, &model::parameter_names()).unwrap();
     // The file's tensors are written now: the step below may change the model's in place.
-    drop(ckpt);
+    ckpt.write_pytorch(&ckpt_path).unwrap();
     let torch_dir = dir.path().join("torch");
     std::fs::create_dir(&torch_dir).unwrap();
-    let (lr, momentum, wd) = (config.lr.to_string(), config.momentum.to_string(), config.weight_decay.to_string());
+    let (lr, momentum, wd) = (lr.to_string(), momentum.to_string(), wd.to_string());
     interop(&python, &["continue", s(&ckpt_path), s(&batches_path), s(&torch_dir), &lr, &momentum, &wd, "2"]);
 
-    step(&net, &mut sgd, &batches, "b3");
-    assert_matches_pytorch("Rust 2 steps + PyTorch 1", &vs, &sgd, &torch_dir);
+    step(&net, sgd.as_mut(), &batches, "b3");
+    assert_matches_pytorch("Rust 2 steps + PyTorch 1", &vs, sgd.as_ref(), &torch_dir);
+}
+
+/// PyTorch's AdamW in two groups (no weight decay on 1-dim parameters) with CosineAnnealingLR,
+/// two steps, then `{'model', 'optimizer', 'scheduler', 'epoch'}`: the trainer's start-up path
+/// takes the optimizer's class and settings from the file, restores both states, and its third
+/// step (and schedule step) lands where PyTorch's does, with the same learning rate.
+#[test]
+fn a_pytorch_adamw_run_with_a_schedule_continues_here_step_for_step() {
+    use tch_alexnet::train::optim::lr_scheduler::{Decay, ScheduleSpec, StepUnit};
+    let python = require_reference_python!();
+    let dir = tempfile::tempdir().unwrap();
+    let (batches_path, batches) = batches(dir.path());
+    let (init_vs, _) = fresh_model(11);
+    let init = dir.path().join("init.safetensors");
+    checkpoint::save_var_store(&init_vs, &init, &Default::default()).unwrap();
+    let torch_dir = dir.path().join("torch");
+    std::fs::create_dir(&torch_dir).unwrap();
+    interop(&python, &["adamw-cosine-then-save", s(&init), s(&batches_path), s(&torch_dir)]);
+    let ckpt_path = torch_dir.join("ckpt.pth");
+
+    let schedule = ScheduleSpec::new(Decay::Cosine { eta_min: 0.0 }, None, StepUnit::Batch).unwrap();
+    let base = TrainConfig { epochs: 1, schedule, ..TrainConfig::default() };
+    let config = resume::config_of_pytorch_checkpoint(&ckpt_path, &base).unwrap();
+    assert_eq!(config.optimizer, tch_alexnet::train::config::OptimizerKind::Adamw);
+    assert!(config.no_decay_on_norm_and_bias, "two groups in the file");
+    assert_eq!((config.lr, config.weight_decay), (1e-3, 0.05), "the base lr (initial_lr) and weight decay");
+    let (vs, net) = fresh_model(99);
+    let mut opt = build_optimizer(&vs, &config).unwrap();
+    // One epoch of 5 steps: CosineAnnealingLR(T_max=5), as in the file.
+    let schedule = tch_alexnet::train::optimizer_setup::build_schedule(opt.as_mut(), &config, 5).unwrap();
+    let run =
+        RunDir { start: Start::PytorchCheckpoint { path: ckpt_path.clone() }, ..RunDir::new(dir.path().join("run")) };
+    let mut state = resume::initial_state(&run, &vs, opt.as_mut(), schedule, &mut |_| {}).unwrap();
+    assert_eq!(opt.name(), "AdamW");
+
+    step(&net, opt.as_mut(), &batches, "b3");
+    state.schedule.as_mut().unwrap().step(opt.as_mut()).unwrap();
+    let torch_lr: Vec<f64> =
+        serde_json::from_str(&std::fs::read_to_string(torch_dir.join("lr3.json")).unwrap()).unwrap();
+    assert_eq!(vec![opt.lr(0), opt.lr(1)], torch_lr, "learning rates after the third schedule step");
+    let torch_state = common::tensors(&torch_dir.join("state3.safetensors"));
+    let torch_adam = common::tensors(&torch_dir.join("adam3.safetensors"));
+    let ours = opt.save_state().tensors;
+    let mut worst = 0f64;
+    for (name, t) in
+        vs.variables().iter().map(|(k, v)| (k.clone(), v)).chain(torch_adam.keys().map(|k| (k.clone(), &ours[k])))
+    {
+        let theirs = torch_state.get(&name).or_else(|| torch_adam.get(&name)).unwrap();
+        let diff = common::max_abs_diff(t, theirs);
+        worst = worst.max(diff);
+        assert!(diff <= TOLERANCE, "{name} differs from PyTorch's by {diff:.3e}");
+    }
+    eprintln!("PyTorch AdamW+cosine 2 steps + Rust 1: weights and Adam moments vs PyTorch: max |diff| = {worst:.3e}");
 }
 
 /// A one-epoch run on the synthetic set (lr 0.002, not the default, so that a value taken from

@@ -13,7 +13,7 @@ use tch::{Device, Tensor};
 use tch_alexnet::data::batches::Batches;
 use tch_alexnet::data::{cifar, split, transforms};
 use tch_alexnet::formats::state_dict;
-use tch_alexnet::train::sgd::Sgd;
+use tch_alexnet::train::optimizer_setup;
 use tch_alexnet::train::{self as training, TrainConfig};
 
 mod optimizer_step;
@@ -253,14 +253,14 @@ fn run() -> Result<()> {
     let preprocess = transforms::Preprocess::new(device).channels_last(channels_last);
     tch::manual_seed(1);
     let (vs, net) = training::build_model(device, 10, channels_last)?;
-    let mut sgd = Sgd::new(&vs, config.sgd());
+    let mut sgd = optimizer_setup::build_optimizer(&vs, &config)?;
     let steps = args.train_steps;
     let mut batches = Batches::for_epoch(images, labels, &setup.split.train, &plan, true, bs, &preprocess);
-    let _ = training::train_step(&net, &mut sgd, &batches.next().context("no batch")?, args.amp);
+    let _ = training::train_step(&net, sgd.as_mut(), &batches.next().context("no batch")?, args.amp)?;
     let train_rates = time_images(args.reps, steps * bs, device, || {
         for _ in 0..steps {
             let batch = batches.next().expect("enough batches");
-            let _ = training::train_step(&net, &mut sgd, &batch, args.amp);
+            let _ = training::train_step(&net, sgd.as_mut(), &batch, args.amp).expect("a training step failed");
         }
     });
     eprintln!("training step ({}): {:.1} images/s", args.memory_format, median(train_rates.clone()));

@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 use clap::Parser;
 use tch_alexnet::formats::state_dict::{self, WeightsFormat};
-use tch_alexnet::model;
 use tch_alexnet::train::{read_config, resume};
 
 tch_alexnet::use_jemalloc!();
@@ -16,8 +15,10 @@ tch_alexnet::use_jemalloc!();
 ///
 /// The formats follow the extensions: .safetensors, or .pt/.pth/.bin for torch.save. IN may
 /// also be a run folder: OUT (.pt/.pth) is then a PyTorch training checkpoint {'model':
-/// state_dict, 'optimizer': SGD state_dict, 'epoch': completed epochs}, which continues in
-/// Python with model.load_state_dict(ckpt['model']) and optimizer.load_state_dict(ckpt['optimizer']).
+/// state_dict, 'optimizer': the optimizer's state_dict (SGD, Adam or AdamW), 'scheduler': the
+/// schedule's state_dict (with a schedule), 'epoch': completed epochs}, which continues in
+/// Python with model.load_state_dict(ckpt['model']), optimizer.load_state_dict(ckpt['optimizer'])
+/// and scheduler.load_state_dict(ckpt['scheduler']).
 #[derive(Parser, Debug)]
 #[command(version, about, long_about)]
 struct Args {
@@ -57,16 +58,17 @@ fn convert_run(dir: &Path, output: &Path) -> Result<()> {
         bail!("a run folder converts to a PyTorch training checkpoint: name the output .pt or .pth");
     }
     let config = read_config(dir)?;
-    let (checkpoint, state) = resume::last_as_training_checkpoint(dir, config.sgd())?;
-    checkpoint.write_pytorch(output, &model::parameter_names())?;
+    let (checkpoint, state) = resume::last_as_training_checkpoint(dir, &config)?;
+    let (epoch, scheduler) = (checkpoint.epoch, checkpoint.scheduler.is_some());
+    checkpoint.write_pytorch(output)?;
     println!(
-        "{} → {}: training checkpoint after epoch {} (lr {}, momentum {}, weight decay {})",
+        "{} → {}: training checkpoint after epoch {epoch} ({:?}, lr {}, weight decay {}{})",
         dir.display(),
         output.display(),
-        checkpoint.epoch,
+        config.optimizer,
         config.lr,
-        config.momentum,
-        config.weight_decay
+        config.weight_decay,
+        if scheduler { ", with its scheduler state" } else { "" }
     );
     if state.step > 0 {
         eprintln!(

@@ -12,7 +12,9 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 use tch_alexnet::cli::DataArgs;
 use tch_alexnet::data::split::SplitRng;
 use tch_alexnet::distributed::{self, Backend};
+use tch_alexnet::train::config::{OptimizerKind, RECIPE_LR, RECIPE_MOMENTUM, RECIPE_WEIGHT_DECAY};
 use tch_alexnet::train::data_parallel::DataParallel;
+use tch_alexnet::train::optim::lr_scheduler::{Decay, ScheduleSpec, StepUnit, Warmup, WarmupLength};
 use tch_alexnet::train::resume;
 use tch_alexnet::train::run_dir::Start;
 use tch_alexnet::train::trainer as training_loop;
@@ -35,21 +37,80 @@ struct Args {
     /// Images per training step (and per evaluation batch).
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
-    /// SGD learning rate (constant, as in the recipe).
-    #[arg(long, default_value_t = 0.005)]
-    lr: f64,
-    /// SGD momentum.
-    #[arg(long, default_value_t = 0.9)]
-    momentum: f64,
-    /// L2 weight decay, applied to all parameters (biases and BatchNorm included, as in the recipe).
-    #[arg(long, default_value_t = 0.005)]
-    weight_decay: f64,
+    /// Optimizer, as PyTorch's class of that name: sgd (the recipe), adam or adamw.
+    #[arg(long, value_enum, default_value = "sgd")]
+    optimizer: OptimizerKind,
+    /// Learning rate (with --schedule, its base value). With adam and adamw the default is
+    /// PyTorch's, 0.001 [default: 0.005]
+    #[arg(long)]
+    lr: Option<f64>,
+    /// SGD momentum [default: 0.9]
+    #[arg(long)]
+    momentum: Option<f64>,
+    /// Weight decay, on all parameters unless --no-decay-on-norm-and-bias: SGD's and Adam's L2
+    /// term, AdamW's decoupled decay. The defaults are the recipe's for sgd, PyTorch's for adam
+    /// (0) and adamw (0.01) [default: 0.005]
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// SGD dampening of the momentum [default: 0].
+    #[arg(long)]
+    dampening: Option<f64>,
+    /// SGD with Nesterov momentum.
+    #[arg(long)]
+    nesterov: bool,
+    /// Adam/AdamW coefficients of the running averages of the gradient and its square
+    /// [default: 0.9,0.999].
+    #[arg(long, value_name = "B1,B2")]
+    betas: Option<String>,
+    /// Adam/AdamW term added to the denominator [default: 1e-8].
+    #[arg(long)]
+    eps: Option<f64>,
+    /// Adam/AdamW's AMSGrad variant.
+    #[arg(long)]
+    amsgrad: bool,
+    /// No weight decay on biases and BatchNorm parameters (every 1-dim parameter goes to a
+    /// second parameter group with weight_decay 0); the recipe decays all parameters.
+    #[arg(long)]
+    no_decay_on_norm_and_bias: bool,
+    /// Learning-rate schedule (PyTorch's schedulers): constant, cosine[:ETA_MIN]
+    /// (CosineAnnealingLR over the run after the warm-up), step:N[:GAMMA] (StepLR),
+    /// multistep:M1,M2,...[:GAMMA] (MultiStepLR), exponential:GAMMA (ExponentialLR) or
+    /// onecycle:MAX_LR (OneCycleLR over the whole run; it sets the learning rate itself, so
+    /// --lr is refused with it). Counts are in --schedule-per units.
+    #[arg(long, value_name = "SPEC", default_value = "constant")]
+    schedule: String,
+    /// When the schedule steps: after every epoch or every batch (optimizer step)
+    /// [default: batch for onecycle, epoch otherwise].
+    #[arg(long, value_name = "epoch|batch")]
+    schedule_per: Option<String>,
+    /// Linear warm-up (LinearLR, then the schedule, as SequentialLR) over the first N epochs.
+    #[arg(long, value_name = "N", conflicts_with = "warmup_steps")]
+    warmup_epochs: Option<i64>,
+    /// Linear warm-up over the first N optimizer steps (needs --schedule-per batch).
+    #[arg(long, value_name = "N")]
+    warmup_steps: Option<i64>,
+    /// The warm-up's first learning rate as a fraction of --lr, in (0, 1] [default: 1/3,
+    /// LinearLR's].
+    #[arg(long, value_name = "F")]
+    warmup_start_factor: Option<f64>,
+    /// Clip the gradients' total 2-norm to MAX before each update (clip_grad_norm_; under
+    /// data parallelism, of the averaged gradients).
+    #[arg(long, value_name = "MAX")]
+    clip_grad_norm: Option<f64>,
+    /// Label smoothing of the cross-entropy loss, in [0, 1] (0: the recipe's plain loss).
+    #[arg(long, value_name = "S", default_value_t = 0.0)]
+    label_smoothing: f64,
     /// Share of the 50,000 training images held out for validation, in [0, 1).
     #[arg(long, default_value_t = 0.1)]
     valid_size: f64,
-    /// Seed of the split, the epoch orders and flips, dropout and the initial weights.
+    /// Seed of the run's randomness: the initial weights, the epoch orders and flips, dropout
+    /// (and the split, unless --split-seed).
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Seed of the train/validation split [default: --seed]. The tutorial has these two random
+    /// sources: the split (NumPy) and the training (torch).
+    #[arg(long, value_name = "N")]
+    split_seed: Option<u64>,
     /// Generator of the train/validation split: numpy (np.random.seed + np.random.shuffle, the
     /// tutorial's exact images) or chacha (ChaCha8). split.json in the run folder lists it.
     #[arg(long, value_enum, default_value = "numpy")]
@@ -68,8 +129,10 @@ struct Args {
     /// Continue the run in this folder from its last checkpoint, with its saved settings
     /// (only --epochs, --device, --threads, --save-every, --data-dir and --no-download may be
     /// given with it). Or continue a PyTorch run: a torch.save file holding {'model':
-    /// state_dict, 'optimizer': SGD state_dict, 'epoch': completed epochs}; that starts a new
-    /// run folder (--out) at the next epoch, with lr, momentum and weight decay from the file.
+    /// state_dict, 'optimizer': SGD, Adam or AdamW state_dict, 'scheduler': its state_dict
+    /// (optional), 'epoch': completed epochs}; that starts a new run folder (--out) at the next
+    /// epoch, with the optimizer and its settings from the file (give the run's --schedule
+    /// when it has a scheduler).
     #[arg(long, value_name = "RUN_DIR|FILE")]
     resume: Option<PathBuf>,
     /// Start from these weights instead of a fresh init: a .safetensors or torch.save file
@@ -124,15 +187,27 @@ impl Args {
             .unwrap_or_else(|| PathBuf::from("runs").join(chrono::Local::now().format("%Y%m%d-%H%M%S").to_string()))
     }
 
-    fn config(&self) -> TrainConfig {
-        TrainConfig {
+    fn config(&self) -> Result<TrainConfig> {
+        let optim = self.optimizer_settings()?;
+        Ok(TrainConfig {
             epochs: self.epochs,
             batch_size: self.batch_size,
-            lr: self.lr,
-            momentum: self.momentum,
-            weight_decay: self.weight_decay,
+            optimizer: self.optimizer,
+            lr: optim.lr,
+            momentum: optim.momentum,
+            weight_decay: optim.weight_decay,
+            dampening: self.dampening.unwrap_or(0.0),
+            nesterov: self.nesterov,
+            betas: optim.betas,
+            eps: self.eps.unwrap_or(1e-8),
+            amsgrad: self.amsgrad,
+            no_decay_on_norm_and_bias: self.no_decay_on_norm_and_bias,
+            schedule: self.schedule()?,
+            clip_grad_norm: self.clip_grad_norm,
+            label_smoothing: self.label_smoothing,
             valid_size: self.valid_size,
             seed: self.seed,
+            split_seed: self.split_seed,
             split_rng: self.split_rng,
             augment: !self.no_augment,
             num_classes: tch_alexnet::model::CIFAR10_CLASSES,
@@ -146,8 +221,94 @@ impl Args {
             amp: self.amp,
             memory_format: self.memory_format.clone(),
             save_every: self.save_every,
-        }
+        })
     }
+
+    /// The optimizer's settings: the flags given, else the recipe's (SGD) or PyTorch's
+    /// defaults (Adam, AdamW). Flags of the other optimizer are refused.
+    fn optimizer_settings(&self) -> Result<OptimizerFlags> {
+        let sgd = self.optimizer == OptimizerKind::Sgd;
+        let other = if sgd { "sgd" } else { "adam and adamw" };
+        let wrong: Vec<&str> = if sgd {
+            [("--betas", self.betas.is_some()), ("--eps", self.eps.is_some()), ("--amsgrad", self.amsgrad)]
+                .into_iter()
+                .filter_map(|(flag, given)| given.then_some(flag))
+                .collect()
+        } else {
+            [
+                ("--momentum", self.momentum.is_some()),
+                ("--dampening", self.dampening.is_some()),
+                ("--nesterov", self.nesterov),
+            ]
+            .into_iter()
+            .filter_map(|(flag, given)| given.then_some(flag))
+            .collect()
+        };
+        if !wrong.is_empty() {
+            let hint =
+                if sgd { "they are Adam/AdamW settings" } else { "they are SGD settings (Adam's momentum is --betas)" };
+            bail!("{} cannot be used with --optimizer {other}: {hint}", wrong.join(", "));
+        }
+        let betas = match &self.betas {
+            None => (0.9, 0.999),
+            Some(text) => {
+                let parsed: Vec<f64> = text.split(',').filter_map(|b| b.trim().parse().ok()).collect();
+                let [b1, b2] = parsed[..] else {
+                    bail!("--betas takes two numbers, B1,B2 (e.g. 0.9,0.999), got `{text}`")
+                };
+                (b1, b2)
+            }
+        };
+        let (lr, weight_decay) = match self.optimizer {
+            OptimizerKind::Sgd => (RECIPE_LR, RECIPE_WEIGHT_DECAY),
+            OptimizerKind::Adam => (1e-3, 0.0),
+            OptimizerKind::Adamw => (1e-3, 1e-2),
+        };
+        Ok(OptimizerFlags {
+            lr: self.lr.unwrap_or(lr),
+            momentum: if sgd { self.momentum.unwrap_or(RECIPE_MOMENTUM) } else { 0.0 },
+            weight_decay: self.weight_decay.unwrap_or(weight_decay),
+            betas,
+        })
+    }
+
+    /// `--schedule`, `--schedule-per` and the warm-up flags as one schedule.
+    fn schedule(&self) -> Result<ScheduleSpec> {
+        let decay: Decay = self.schedule.parse()?;
+        let one_cycle = matches!(decay, Decay::OneCycle { .. });
+        if one_cycle && self.lr.is_some() {
+            bail!(
+                "--lr has no effect with --schedule onecycle:MAX_LR: OneCycleLR sets the learning rate itself \
+                 (from MAX_LR/25 up to MAX_LR, then down to MAX_LR/1e4 of that); leave --lr out"
+            );
+        }
+        let unit = match &self.schedule_per {
+            Some(unit) => unit.parse()?,
+            None if one_cycle => StepUnit::Batch,
+            None => StepUnit::Epoch,
+        };
+        let length = match (self.warmup_epochs, self.warmup_steps) {
+            (Some(n), _) => Some(WarmupLength::Epochs(n)),
+            (_, Some(n)) => Some(WarmupLength::Steps(n)),
+            _ => None,
+        };
+        let warmup = match (length, self.warmup_start_factor) {
+            (None, Some(_)) => bail!("--warmup-start-factor needs --warmup-epochs or --warmup-steps"),
+            (None, None) => None,
+            (Some(length), factor) => {
+                Some(Warmup { start_factor: factor.unwrap_or(Warmup::new(length).start_factor), length })
+            }
+        };
+        Ok(ScheduleSpec::new(decay, warmup, unit)?)
+    }
+}
+
+/// The optimizer flags with their defaults applied.
+struct OptimizerFlags {
+    lr: f64,
+    momentum: f64,
+    weight_decay: f64,
+    betas: (f64, f64),
 }
 
 /// Flags that may change when a run is resumed; every other one comes from its config.json.
@@ -203,7 +364,7 @@ fn run() -> Result<ExitCode> {
                 Some(path) => Start::Weights { path: path.clone(), key: args.key.clone() },
                 None => Start::Fresh,
             };
-            (args.config(), RunDir { start, ..RunDir::new(args.out_dir()) })
+            (args.config()?, RunDir { start, ..RunDir::new(args.out_dir()) })
         }
     };
     config.validate()?;
@@ -292,28 +453,39 @@ fn launch_ranks(args: &Args, matches: &clap::ArgMatches, run: &RunDir) -> Result
 }
 
 /// `--resume FILE`: a new run folder continuing a PyTorch training checkpoint, with the
-/// file's SGD settings; a flag given with another value is refused rather than overridden.
+/// file's optimizer (class and settings); a flag given with another value is refused rather
+/// than overridden. A schedule is given with --schedule as for a new run; its state comes from
+/// the file.
 fn continue_pytorch_run(
     args: &Args,
     matches: &clap::ArgMatches,
     file: &std::path::Path,
 ) -> Result<(TrainConfig, RunDir)> {
-    let sgd = resume::pytorch_checkpoint_sgd(file)?;
-    let mut config = args.config();
+    let given = args.config()?;
+    let config = resume::config_of_pytorch_checkpoint(file, &given)?;
+    let given_flag = |flag: &str| matches.value_source(flag) == Some(ValueSource::CommandLine);
+    if given_flag("optimizer") && given.optimizer != config.optimizer {
+        bail!(
+            "--optimizer {:?} contradicts the checkpoint {}, whose optimizer is {:?}; leave the flag out",
+            given.optimizer,
+            file.display(),
+            config.optimizer
+        );
+    }
     for (flag, given, saved) in [
-        ("lr", args.lr, sgd.lr),
-        ("momentum", args.momentum, sgd.momentum),
-        ("weight_decay", args.weight_decay, sgd.weight_decay),
+        ("lr", args.lr, config.lr),
+        ("momentum", args.momentum, config.momentum),
+        ("weight_decay", args.weight_decay, config.weight_decay),
     ] {
-        if matches.value_source(flag) == Some(ValueSource::CommandLine) && given != saved {
+        if given_flag(flag) && given != Some(saved) {
             bail!(
-                "--{} {given} contradicts the checkpoint {}, whose optimizer has {saved}; leave the flag out to continue with the checkpoint's settings",
+                "--{} {} contradicts the checkpoint {}, whose optimizer has {saved}; leave the flag out to continue with the checkpoint's settings",
                 flag.replace('_', "-"),
+                given.unwrap_or_default(),
                 file.display()
             );
         }
     }
-    (config.lr, config.momentum, config.weight_decay) = (sgd.lr, sgd.momentum, sgd.weight_decay);
     Ok((config, RunDir { start: Start::PytorchCheckpoint { path: file.to_path_buf() }, ..RunDir::new(args.out_dir()) }))
 }
 

@@ -11,18 +11,66 @@ use crate::data::cifar::FileFingerprint;
 use crate::data::split::SplitRng;
 use crate::data::transforms;
 use crate::model;
-use crate::train::sgd::SgdConfig;
+use crate::train::optim::lr_scheduler::ScheduleSpec;
 
-/// Every setting of a run; defaults are the recipe's. Saved as `config.json`.
+/// The optimizer of a run: PyTorch's `SGD` (the recipe), `Adam` or `AdamW`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    #[default]
+    Sgd,
+    Adam,
+    Adamw,
+}
+
+/// Every setting of a run; defaults are the recipe's. Saved as `config.json`. Settings added
+/// after the first release have serde defaults (the recipe's), so that older run folders
+/// still resume.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     pub epochs: usize,
     pub batch_size: usize,
+    /// Runs saved before this setting existed used SGD.
+    #[serde(default)]
+    pub optimizer: OptimizerKind,
+    /// The optimizer's learning rate (with a schedule: its starting point, as in PyTorch).
     pub lr: f64,
+    /// SGD's momentum (unused by Adam and AdamW, whose first beta plays that part).
     pub momentum: f64,
+    /// Weight decay: SGD's and Adam's L2 term, AdamW's decoupled decay.
     pub weight_decay: f64,
+    /// SGD's dampening and Nesterov momentum.
+    #[serde(default)]
+    pub dampening: f64,
+    #[serde(default)]
+    pub nesterov: bool,
+    /// Adam's and AdamW's settings.
+    #[serde(default = "default_betas")]
+    pub betas: (f64, f64),
+    #[serde(default = "default_eps")]
+    pub eps: f64,
+    #[serde(default)]
+    pub amsgrad: bool,
+    /// Biases and BatchNorm parameters (every 1-dim parameter) in a second parameter group
+    /// without weight decay; the recipe decays all parameters.
+    #[serde(default)]
+    pub no_decay_on_norm_and_bias: bool,
+    /// The learning-rate schedule (the recipe: constant).
+    #[serde(default)]
+    pub schedule: ScheduleSpec,
+    /// Clip the gradients' total 2-norm to this before each update (`clip_grad_norm_`).
+    #[serde(default)]
+    pub clip_grad_norm: Option<f64>,
+    /// `F.cross_entropy(..., label_smoothing)`; 0 is the recipe's plain cross entropy.
+    #[serde(default)]
+    pub label_smoothing: f64,
     pub valid_size: f64,
+    /// The seed of the run's randomness: initial weights, epoch orders and flips, dropout.
     pub seed: u64,
+    /// The seed of the train/validation split; `None`: `seed` (runs saved before it existed,
+    /// and the default).
+    #[serde(default)]
+    pub split_seed: Option<u64>,
     /// The generator of the train/validation split: NumPy's (the tutorial's images) or ChaCha8.
     /// Runs saved before this setting existed used ChaCha8.
     #[serde(default = "split_rng_of_older_runs")]
@@ -51,17 +99,40 @@ fn split_rng_of_older_runs() -> SplitRng {
     SplitRng::Chacha
 }
 
+fn default_betas() -> (f64, f64) {
+    (0.9, 0.999)
+}
+
+fn default_eps() -> f64 {
+    1e-8
+}
+
+/// The recipe's SGD settings: `SGD(lr=0.005, momentum=0.9, weight_decay=0.005)`.
+pub const RECIPE_LR: f64 = 0.005;
+pub const RECIPE_MOMENTUM: f64 = 0.9;
+pub const RECIPE_WEIGHT_DECAY: f64 = 0.005;
+
 impl Default for TrainConfig {
     fn default() -> Self {
-        let sgd = SgdConfig::default();
         Self {
             epochs: 20,
             batch_size: 64,
-            lr: sgd.lr,
-            momentum: sgd.momentum,
-            weight_decay: sgd.weight_decay,
+            optimizer: OptimizerKind::Sgd,
+            lr: RECIPE_LR,
+            momentum: RECIPE_MOMENTUM,
+            weight_decay: RECIPE_WEIGHT_DECAY,
+            dampening: 0.0,
+            nesterov: false,
+            betas: default_betas(),
+            eps: default_eps(),
+            amsgrad: false,
+            no_decay_on_norm_and_bias: false,
+            schedule: ScheduleSpec::default(),
+            clip_grad_norm: None,
+            label_smoothing: 0.0,
             valid_size: 0.1,
             seed: 1,
+            split_seed: None,
             split_rng: SplitRng::Numpy,
             augment: true,
             num_classes: model::CIFAR10_CLASSES,
@@ -88,17 +159,22 @@ impl TrainConfig {
         if !(self.lr.is_finite() && self.lr > 0.0) {
             bail!("learning rate must be a positive number, got {}", self.lr);
         }
-        if !(self.momentum.is_finite() && (0.0..1.0).contains(&self.momentum)) {
-            bail!("momentum must be in [0, 1), got {}", self.momentum);
-        }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             bail!("weight decay must be a non-negative number, got {}", self.weight_decay);
+        }
+        self.validate_optimizer()?;
+        self.validate_schedule()?;
+        if !(0.0..=1.0).contains(&self.label_smoothing) {
+            bail!("label smoothing must be in [0, 1], got {}", self.label_smoothing);
+        }
+        if let Some(max) = self.clip_grad_norm.filter(|m| !(m.is_finite() && *m > 0.0)) {
+            bail!("the gradient clipping norm must be a positive number, got {max}");
         }
         if !(0.0..1.0).contains(&self.valid_size) {
             bail!("valid size must be in [0, 1), got {}", self.valid_size);
         }
-        if self.split_rng == SplitRng::Numpy && u32::try_from(self.seed).is_err() {
-            bail!("the NumPy split takes seeds up to 4294967295 (np.random.seed), got {}", self.seed);
+        if self.split_rng == SplitRng::Numpy && u32::try_from(self.split_seed()).is_err() {
+            bail!("the NumPy split takes seeds up to 4294967295 (np.random.seed), got {}", self.split_seed());
         }
         if self.threads == Some(0) {
             bail!("threads must be at least 1 (leave --threads out for libtorch's default)");
@@ -120,8 +196,50 @@ impl TrainConfig {
         Ok(())
     }
 
-    pub fn sgd(&self) -> SgdConfig {
-        SgdConfig { lr: self.lr, momentum: self.momentum, weight_decay: self.weight_decay }
+    /// The seed of the train/validation split.
+    pub fn split_seed(&self) -> u64 {
+        self.split_seed.unwrap_or(self.seed)
+    }
+
+    /// The optimizer's own settings, checked as PyTorch's constructors check them (and what
+    /// belongs to the other optimizer refused).
+    fn validate_optimizer(&self) -> Result<()> {
+        match self.optimizer {
+            OptimizerKind::Sgd => {
+                if !(self.momentum.is_finite() && (0.0..1.0).contains(&self.momentum)) {
+                    bail!("momentum must be in [0, 1), got {}", self.momentum);
+                }
+                if !(self.dampening.is_finite() && (0.0..=1.0).contains(&self.dampening)) {
+                    bail!("dampening must be in [0, 1], got {}", self.dampening);
+                }
+                if self.nesterov && (self.momentum == 0.0 || self.dampening != 0.0) {
+                    bail!("Nesterov momentum needs a momentum above 0 and no dampening");
+                }
+                if self.amsgrad {
+                    bail!("amsgrad is an Adam/AdamW setting; SGD has none");
+                }
+            }
+            OptimizerKind::Adam | OptimizerKind::Adamw => {
+                let (b1, b2) = self.betas;
+                if !((0.0..1.0).contains(&b1) && (0.0..1.0).contains(&b2)) {
+                    bail!("betas must both be in [0, 1), got {b1},{b2}");
+                }
+                if !(self.eps.is_finite() && self.eps >= 0.0) {
+                    bail!("eps must be a non-negative number, got {}", self.eps);
+                }
+                if self.nesterov || self.dampening != 0.0 {
+                    bail!("Nesterov momentum and dampening are SGD settings; Adam and AdamW have none");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The schedule's parts fit together (as when parsed from the command line).
+    fn validate_schedule(&self) -> Result<()> {
+        let s = &self.schedule;
+        ScheduleSpec::new(s.decay.clone(), s.warmup, s.unit)?;
+        Ok(())
     }
 }
 

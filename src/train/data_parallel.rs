@@ -1,8 +1,9 @@
 //! Data-parallel training with PyTorch DDP's semantics, over [`crate::distributed`]'s c10d
 //! process group. One process ("rank") per CPU share or GPU, each with a full model:
 //!
-//! - rank 0's initial weights, buffers and momentum are broadcast at the start (and after a
-//!   resume, which only rank 0 reads from disk);
+//! - rank 0's initial weights, buffers and optimizer state (momentum buffers, Adam's moments
+//!   and step counters, the groups' settings) are broadcast at the start (and after a resume,
+//!   which only rank 0 reads from disk);
 //! - each rank reads its share of the epoch's permutation as `DistributedSampler` does (the
 //!   order padded to a multiple of the world size by repeating its start, then every
 //!   `world_size`-th position from `rank`);
@@ -27,7 +28,7 @@ use crate::data::split::EpochPlan;
 use crate::distributed::{Backend, GradientReducer, ProcessGroup, RankInfo, DEFAULT_BUCKET_BYTES};
 use crate::train::evaluation::EvalResult;
 use crate::train::metrics::EpochSums;
-use crate::train::sgd::Sgd;
+use crate::train::optim::{Optimizer, SavedState};
 
 /// This process's place in a data-parallel job, and the group it talks through.
 pub struct DataParallel {
@@ -161,29 +162,43 @@ impl DataParallel {
         })
     }
 
-    /// Rank 0's weights, buffers and momentum buffers on every rank: the start of the run.
-    /// `momentum_names`: the parameters that have a momentum buffer on rank 0.
-    pub fn broadcast_state(&self, vs: &nn::VarStore, sgd: &mut Sgd, momentum_names: &[String]) -> Result<()> {
+    /// Rank 0's weights, buffers and optimizer state on every rank: the start of the run.
+    /// `layout` is what [`optimizer_layout`] gives on rank 0: the optimizer's settings and the
+    /// name, shape and dtype of each of its state tensors, from which the other ranks make the
+    /// tensors that receive rank 0's.
+    pub fn broadcast_state(
+        &self,
+        vs: &nn::VarStore,
+        optimizer: &mut dyn Optimizer,
+        layout: &OptimizerLayout,
+    ) -> Result<()> {
         if self.group.is_none() {
             return Ok(());
         }
         let variables: std::collections::BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
         self.broadcast_from_main(&variables.into_values().collect::<Vec<_>>())?;
-        if !self.is_main() && !momentum_names.is_empty() {
-            // Placeholders of the right shapes, overwritten by rank 0's buffers below.
-            let zeros = sgd
-                .parameters()
-                .into_iter()
-                .filter(|(name, _)| momentum_names.contains(name))
-                .map(|(name, p)| (name, p.zeros_like()))
-                .collect();
-            sgd.set_momentum_buffers(&zeros).map_err(anyhow::Error::msg)?;
+        // Through the group's device (NCCL takes nothing else), where the model is.
+        let device = vs.device();
+        let tensors: Vec<(String, Tensor)> = if self.is_main() {
+            optimizer.save_state().tensors.into_iter().map(|(k, t)| (k, t.to_device(device))).collect()
+        } else {
+            layout
+                .tensors
+                .iter()
+                .map(|(name, shape, kind)| {
+                    Ok((name.clone(), Tensor::zeros(shape.as_slice(), (kind_from_name(kind)?, device))))
+                })
+                .collect::<Result<_>>()?
+        };
+        if tensors.len() != layout.tensors.len() {
+            bail!("rank {} has {} optimizer state tensors, rank 0 {}", self.rank, tensors.len(), layout.tensors.len());
         }
-        let buffers = sgd.momentum_buffers();
-        if buffers.len() != momentum_names.len() {
-            bail!("rank {} has {} momentum buffers, rank 0 {}", self.rank, buffers.len(), momentum_names.len());
+        self.broadcast_from_main(&tensors.iter().map(|(_, t)| t.shallow_clone()).collect::<Vec<_>>())?;
+        if !self.is_main() {
+            let saved = SavedState { tensors: tensors.into_iter().collect(), settings: layout.settings.clone() };
+            optimizer.load_state(&saved).context("cannot take rank 0's optimizer state")?;
         }
-        self.broadcast_from_main(&buffers.into_values().collect::<Vec<_>>())
+        Ok(())
     }
 
     /// Rank 0's BatchNorm buffers (running statistics, counters) on every rank, as DDP's
@@ -199,9 +214,9 @@ impl DataParallel {
     }
 
     /// Replaces every gradient by its mean over the ranks (DDP's bucketed all-reduce).
-    pub fn average_gradients(&mut self, sgd: &Sgd) -> Result<()> {
+    pub fn average_gradients(&mut self, optimizer: &dyn Optimizer) -> Result<()> {
         let Some(group) = self.group.as_ref() else { return Ok(()) };
-        let params: Vec<Tensor> = sgd.parameters().into_iter().map(|(_, p)| p).collect();
+        let params: Vec<Tensor> = optimizer.parameters().into_iter().map(|(_, p)| p).collect();
         if self.reducer.is_none() {
             self.reducer = Some(GradientReducer::new(&params, DEFAULT_BUCKET_BYTES)?);
         }
@@ -293,4 +308,32 @@ impl DataParallel {
         let totals = Self::sum_on_group(group, &[local.loss * local.images as f64, local.images as f64])?;
         Ok(EvalResult::from_sums(totals[1] as i64, totals[0], &confusion, classes))
     }
+}
+
+/// What the other ranks need to receive rank 0's optimizer state: its settings (JSON, as
+/// [`SavedState`] holds them) and each state tensor's name, shape and dtype.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct OptimizerLayout {
+    pub settings: serde_json::Value,
+    pub tensors: Vec<(String, Vec<i64>, String)>,
+}
+
+/// The layout of `optimizer`'s state (see [`DataParallel::broadcast_state`]).
+pub fn optimizer_layout(optimizer: &dyn Optimizer) -> OptimizerLayout {
+    let saved = optimizer.save_state();
+    let tensors = saved.tensors.iter().map(|(k, t)| (k.clone(), t.size(), format!("{:?}", t.kind()))).collect();
+    OptimizerLayout { settings: saved.settings, tensors }
+}
+
+/// The dtypes an optimizer state holds, by their `Debug` names.
+fn kind_from_name(name: &str) -> Result<tch::Kind> {
+    use tch::Kind;
+    Ok(match name {
+        "Float" => Kind::Float,
+        "Double" => Kind::Double,
+        "Half" => Kind::Half,
+        "BFloat16" => Kind::BFloat16,
+        "Int64" => Kind::Int64,
+        other => bail!("rank 0's optimizer state has a tensor of dtype {other}, which cannot be broadcast here"),
+    })
 }

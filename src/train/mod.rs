@@ -1,14 +1,15 @@
 //! Stage 3, training: the recipe's loop and everything a run leaves behind.
 //!
-//! A run folder holds `config.json`, `metrics.jsonl`, `last.safetensors` (+
-//! `last.optim.safetensors`, the momentum buffers and the loop's position), `best.safetensors`,
-//! `curves.svg` and, at the end, `summary.json`.
+//! A run folder holds `config.json`, `metrics.jsonl`, `steps.jsonl`, `last.safetensors` (+
+//! `last.optim.safetensors`, the optimizer's state, the schedule's and the loop's position),
+//! `best.safetensors`, `curves.svg` and, at the end, `summary.json`.
 //!
 //! - [`config`]: the settings (defaults = the recipe) and `config.json`.
 //! - [`setup`]: device, data and model before the first step.
 //! - [`trainer`]: the loop itself, top to bottom.
 //! - [`data_parallel`]: one rank of a data-parallel job, with PyTorch DDP's semantics.
-//! - [`sgd`]: `torch.optim.SGD`'s update, with momentum buffers that can be saved.
+//! - [`optimizer_setup`]: the optimizer and schedule the settings ask for.
+//! - [`steps_log`]: `steps.jsonl`, each step's learning rate and loss.
 //! - [`optim`]: PyTorch's optimizers (SGD with Nesterov and dampening, Adam, AdamW) with
 //!   parameter groups and their state both ways, gradient clipping, label smoothing, and the
 //!   learning-rate schedules.
@@ -23,15 +24,16 @@ pub mod data_parallel;
 pub mod evaluation;
 pub mod metrics;
 pub mod optim;
+pub mod optimizer_setup;
 pub mod plot;
 pub mod resume;
 pub mod run_dir;
 pub mod setup;
-pub mod sgd;
+pub mod steps_log;
 pub mod trainer;
 
 pub use config::TrainConfig;
 pub use metrics::{EpochMetrics, Summary};
 pub use run_dir::{read_config, RunDir, BEST_CHECKPOINT, CONFIG_FILE, LAST_CHECKPOINT, METRICS_FILE};
 pub use setup::{build_model, setup, Setup};
-pub use trainer::{train, train_step, Outcome};
+pub use trainer::{train, train_step, Outcome, StepSettings};

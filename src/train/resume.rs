@@ -2,9 +2,10 @@
 //! of files that holds it with the weights.
 //!
 //! A checkpoint is two files, `last.safetensors` (the weights, loadable by PyTorch as they are)
-//! and `last.optim.safetensors` (momentum buffers and the loop state), that carry the same
+//! and `last.optim.safetensors` (the optimizer's state in [`crate::train::optim::state`]'s
+//! format, and the loop state with the learning-rate schedule's), that carry the same
 //! `checkpoint_id`. One rename cannot replace two files, so [`save_last`] keeps the previous
-//! momentum file until the new pair is in place:
+//! optimizer file until the new pair is in place:
 //!
 //! 1. both new files are written to synced temporary files (a full disk fails here, with
 //!    nothing replaced);
@@ -12,12 +13,15 @@
 //! 3. the new momentum file, then the new weights, are renamed into place;
 //! 4. `previous.optim.safetensors` is removed.
 //!
-//! Whatever step a crash interrupts, the weights on disk have a momentum file with their id:
+//! Whatever step a crash interrupts, the weights on disk have an optimizer file with their id:
 //! `last.optim.safetensors` or, between 2 and 3, `previous.optim.safetensors`. [`load_last`]
 //! takes whichever matches, so `--resume` always continues from the last complete pair.
 //!
 //! [`initial_state`] is where every run's first step comes from: that pair, or for a new run
 //! fresh weights, given weights (`--init-from`) or a PyTorch training checkpoint.
+//!
+//! Optimizer files written before Adam existed hold SGD's momentum buffers by parameter name
+//! (and no `optimizer` metadata): they are read as SGD state with the run's settings.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -27,13 +31,18 @@ use serde::{Deserialize, Serialize};
 use tch::nn;
 
 use crate::formats::atomic;
+use crate::formats::pytorch::PtValue;
 use crate::formats::safetensors::{self as checkpoint, CheckpointError, Metadata};
 use crate::formats::state_dict;
-use crate::formats::training_checkpoint::{SgdSettings, TrainingCheckpoint};
-use crate::model;
+use crate::formats::training_checkpoint::{PytorchOptimizer, TrainingCheckpoint};
+use crate::train::config::{OptimizerKind, TrainConfig};
 use crate::train::metrics::{EpochMetrics, EpochSums};
+use crate::train::optim::lr_scheduler::LrScheduler;
+use crate::train::optim::param_groups::Hyper;
+use crate::train::optim::state::METADATA_KEY;
+use crate::train::optim::{AdamConfig, Optimizer, SavedState, SgdConfig};
+use crate::train::optimizer_setup;
 use crate::train::run_dir::{self, RunDir, Start, LAST_CHECKPOINT, LAST_OPTIMIZER, PREVIOUS_OPTIMIZER};
-use crate::train::sgd::{Sgd, SgdConfig};
 
 /// Where the loop stands: stored in `last.optim.safetensors` so that `--resume` continues.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -48,6 +57,10 @@ pub struct LoopState {
     pub best_epoch: Option<usize>,
     pub seconds: f64,
     pub checkpoint_id: String,
+    /// The learning-rate schedule, stepped as far as the loop (absent: a constant learning
+    /// rate, and runs saved before schedules existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<LrScheduler>,
 }
 
 /// Test-only fault injection: `TCH_ALEXNET_FAILPOINT=between-checkpoint-writes:N` aborts the
@@ -71,9 +84,9 @@ pub fn explain(err: CheckpointError) -> anyhow::Error {
     }
 }
 
-/// Saves the weights, momentum buffers and `state` as a crash-consistent pair (see the module
-/// header), then `metrics.jsonl`. A failure replaces nothing.
-pub fn save_last(run_dir: &Path, vs: &nn::VarStore, sgd: &Sgd, state: &mut LoopState) -> Result<()> {
+/// Saves the weights, the optimizer's state and `state` as a crash-consistent pair (see the
+/// module header), then `metrics.jsonl`. A failure replaces nothing.
+pub fn save_last(run_dir: &Path, vs: &nn::VarStore, optimizer: &dyn Optimizer, state: &mut LoopState) -> Result<()> {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     state.checkpoint_id = format!("{}-{}-{}-{nanos}", state.epoch, state.step, std::process::id());
     let mut meta = Metadata::new();
@@ -82,6 +95,8 @@ pub fn save_last(run_dir: &Path, vs: &nn::VarStore, sgd: &Sgd, state: &mut LoopS
     meta.insert("step".into(), state.step.to_string());
     let mut optim_meta = meta.clone();
     optim_meta.insert("loop_state".into(), serde_json::to_string(state)?);
+    let saved = optimizer.save_state();
+    optim_meta.insert(METADATA_KEY.into(), saved.settings.to_string());
 
     let optim_path = run_dir.join(LAST_OPTIMIZER);
     let weights_path = run_dir.join(LAST_CHECKPOINT);
@@ -90,9 +105,8 @@ pub fn save_last(run_dir: &Path, vs: &nn::VarStore, sgd: &Sgd, state: &mut LoopS
         atomic::write_synced_temp(path, &bytes).map_err(|e| run_dir::storage_error(path, e))
     };
     // 1. Both files as synced temporaries, one at a time (each is the size of the weights).
-    let buffers = sgd.momentum_buffers();
-    let bytes = checkpoint::serialize_tensors(&optim_path, buffers.iter().map(|(k, v)| (k.as_str(), v)), &optim_meta)
-        .map_err(explain)?;
+    let tensors = saved.tensors.iter().map(|(k, v)| (k.as_str(), v));
+    let bytes = checkpoint::serialize_tensors(&optim_path, tensors, &optim_meta).map_err(explain)?;
     let optim_tmp = write_temp(&optim_path, bytes)?;
     let variables: std::collections::BTreeMap<String, tch::Tensor> = vs.variables().into_iter().collect();
     let weights_tmp =
@@ -127,7 +141,7 @@ pub fn save_last(run_dir: &Path, vs: &nn::VarStore, sgd: &Sgd, state: &mut LoopS
     run_dir::write_metrics(run_dir, &state.history)
 }
 
-/// The loop state and momentum buffers stored in one momentum file.
+/// The loop state and optimizer state stored in one optimizer file.
 fn read_optimizer(path: &Path) -> Result<(LoopState, checkpoint::LoadedTensors)> {
     let optim = checkpoint::load_tensors(path)?;
     let state: LoopState = optim
@@ -138,7 +152,7 @@ fn read_optimizer(path: &Path) -> Result<(LoopState, checkpoint::LoadedTensors)>
     Ok((state, optim))
 }
 
-/// Leaves the matching momentum file as `last.optim.safetensors` and no other, so that the next
+/// Leaves the matching optimizer file as `last.optim.safetensors` and no other, so that the next
 /// save's step 2 never moves a stale file over the only matching one.
 fn settle_pair(run_dir: &Path, matching: &str) -> Result<()> {
     let previous = run_dir.join(PREVIOUS_OPTIMIZER);
@@ -154,13 +168,29 @@ fn settle_pair(run_dir: &Path, matching: &str) -> Result<()> {
 /// The last complete checkpoint pair of a run folder, read from disk.
 struct LastPair {
     weights: BTreeMap<String, tch::Tensor>,
-    momentum: BTreeMap<String, tch::Tensor>,
+    optimizer: checkpoint::LoadedTensors,
     state: LoopState,
-    /// The momentum file that matched the weights.
-    momentum_file: &'static str,
+    /// The optimizer file that matched the weights.
+    optimizer_file: &'static str,
 }
 
-/// Reads the weights and whichever momentum file carries their `checkpoint_id`.
+impl LastPair {
+    /// The optimizer state of the pair for `optimizer`: as saved, or, from a file written
+    /// before other optimizers than SGD existed, its momentum buffers with the run's settings.
+    fn saved_state(&self, optimizer: &dyn Optimizer) -> Result<SavedState> {
+        let tensors = self.optimizer.tensors.iter().map(|(k, t)| (k.clone(), t.shallow_clone())).collect();
+        match self.optimizer.metadata.get(METADATA_KEY) {
+            Some(json) => Ok(SavedState {
+                tensors,
+                settings: serde_json::from_str(json)
+                    .with_context(|| format!("{}: metadata `{METADATA_KEY}` is not JSON", self.optimizer_file))?,
+            }),
+            None => optimizer_setup::momentum_as_saved_state(optimizer, &tensors),
+        }
+    }
+}
+
+/// Reads the weights and whichever optimizer file carries their `checkpoint_id`.
 fn read_last(run_dir: &Path) -> Result<LastPair> {
     let weights = checkpoint::load_tensors(&run_dir.join(LAST_CHECKPOINT))?;
     let id = weights.metadata.get("checkpoint_id").cloned().unwrap_or_default();
@@ -172,7 +202,7 @@ fn read_last(run_dir: &Path) -> Result<LastPair> {
         }
         match read_optimizer(&path) {
             Ok((state, optim)) if state.checkpoint_id == id => {
-                return Ok(LastPair { weights: weights.tensors, momentum: optim.tensors, state, momentum_file: name })
+                return Ok(LastPair { weights: weights.tensors, optimizer: optim, state, optimizer_file: name })
             }
             Ok(_) => problems.push(format!("{name} belongs to another checkpoint")),
             Err(e) => problems.push(format!("{e:#}")),
@@ -182,65 +212,180 @@ fn read_last(run_dir: &Path) -> Result<LastPair> {
         problems.push(format!("{LAST_OPTIMIZER} is missing"));
     }
     bail!(
-        "no complete checkpoint in {}: no momentum file matches {LAST_CHECKPOINT} ({})",
+        "no complete checkpoint in {}: no optimizer file matches {LAST_CHECKPOINT} ({})",
         run_dir.display(),
         problems.join("; ")
     )
 }
 
-/// Loads the last complete checkpoint pair into `vs` and `sgd` and returns its loop state:
-/// the weights, and whichever momentum file carries their `checkpoint_id`.
-pub fn load_last(run_dir: &Path, vs: &nn::VarStore, sgd: &mut Sgd) -> Result<LoopState> {
+/// Loads the last complete checkpoint pair into `vs` and `optimizer` and returns its loop
+/// state: the weights, and whichever optimizer file carries their `checkpoint_id`.
+pub fn load_last(run_dir: &Path, vs: &nn::VarStore, optimizer: &mut dyn Optimizer) -> Result<LoopState> {
     let pair = read_last(run_dir)?;
     checkpoint::copy_into_var_store(vs, &run_dir.join(LAST_CHECKPOINT), &pair.weights)?;
-    let momentum_path = run_dir.join(pair.momentum_file);
-    sgd.set_momentum_buffers(&pair.momentum).map_err(|e| anyhow::anyhow!("{}: {e}", momentum_path.display()))?;
-    settle_pair(run_dir, pair.momentum_file)?;
+    let optimizer_path = run_dir.join(pair.optimizer_file);
+    let saved = pair.saved_state(optimizer)?;
+    optimizer
+        .load_state(&saved)
+        .with_context(|| format!("cannot restore the optimizer from {}", optimizer_path.display()))?;
+    settle_pair(run_dir, pair.optimizer_file)?;
     Ok(pair.state)
 }
 
-/// Puts `vs` and `sgd` where `run` starts, and returns the loop state to start from.
-pub fn initial_state(run: &RunDir, vs: &nn::VarStore, sgd: &mut Sgd, log: &mut dyn FnMut(&str)) -> Result<LoopState> {
+/// Refuses a resume whose schedule would not be the saved one's continuation: a changed
+/// `--epochs` changes the length of a cosine or one-cycle schedule.
+fn check_schedule(run: &RunDir, saved: Option<&LrScheduler>, fresh: Option<&LrScheduler>) -> Result<()> {
+    match (saved, fresh) {
+        (Some(saved), Some(fresh)) if saved.horizon() != fresh.horizon() => bail!(
+            "cannot resume {}: its learning-rate schedule spans {} steps, and the new --epochs would make it {}; \
+             resume with the --epochs the run started with",
+            run.path.display(),
+            saved.horizon().map_or("an open number of".into(), |h| h.to_string()),
+            fresh.horizon().map_or("open".into(), |h| h.to_string()),
+        ),
+        (None, Some(_)) => {
+            bail!("cannot resume {}: its checkpoint has no learning-rate schedule state", run.path.display())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Puts `vs` and `optimizer` where `run` starts, and returns the loop state to start from;
+/// `schedule` is the run's schedule as built for a fresh start, which a resumed run's saved
+/// one replaces.
+pub fn initial_state(
+    run: &RunDir,
+    vs: &nn::VarStore,
+    optimizer: &mut dyn Optimizer,
+    schedule: Option<LrScheduler>,
+    log: &mut dyn FnMut(&str),
+) -> Result<LoopState> {
     if run.resume {
-        let state = load_last(&run.path, vs, sgd)?;
+        let mut state = load_last(&run.path, vs, optimizer)?;
+        if state.schedule.is_none() && state.epoch == 0 && state.step == 0 {
+            // Saved before the first step (`--epochs 0`): the schedule starts now.
+            state.schedule = schedule.clone();
+        }
+        check_schedule(run, state.schedule.as_ref(), schedule.as_ref())?;
         run_dir::check_metrics(&run.path, &state.history)?;
         log(&format!("Resuming {} at epoch {}, step {}", run.path.display(), state.epoch + 1, state.step));
         return Ok(state);
     }
     match &run.start {
-        Start::Fresh => Ok(LoopState::default()),
+        Start::Fresh => Ok(LoopState { schedule, ..LoopState::default() }),
         Start::Weights { path, key } => {
             state_dict::load_into_var_store(vs, path, key.as_deref())?;
             log(&format!("Starting from the weights in {}", path.display()));
-            Ok(LoopState::default())
+            Ok(LoopState { schedule, ..LoopState::default() })
         }
         Start::PytorchCheckpoint { path } => {
-            let ckpt = TrainingCheckpoint::read_pytorch(path, &model::parameter_names())?;
+            let ckpt = TrainingCheckpoint::read_pytorch(path)?;
             checkpoint::copy_into_var_store(vs, path, &ckpt.model)?;
-            sgd.set_momentum_buffers(&ckpt.momentum).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            optimizer
+                .load_state_dict(&ckpt.optimizer)
+                .with_context(|| format!("cannot restore the optimizer from {}", path.display()))?;
+            let mut schedule = schedule;
+            match (schedule.as_mut(), &ckpt.scheduler) {
+                (Some(s), Some(state)) => {
+                    s.load_state_dict(state)
+                        .with_context(|| format!("cannot restore the schedule from {}", path.display()))?;
+                    if let Some(groups) = ckpt.optimizer.get("param_groups") {
+                        s.load_param_group_entries(groups)
+                            .with_context(|| format!("cannot restore the schedule from {}", path.display()))?;
+                    }
+                }
+                (None, None) => {}
+                (Some(_), None) => bail!(
+                    "{} has no 'scheduler' state, but this run has a schedule; leave --schedule and the warm-up out",
+                    path.display()
+                ),
+                (None, Some(_)) => bail!(
+                    "{} holds a 'scheduler' state: give the --schedule (and warm-up) the PyTorch run was made with",
+                    path.display()
+                ),
+            }
             log(&format!(
-                "Continuing the PyTorch run in {} after epoch {} ({} momentum buffers)",
+                "Continuing the PyTorch run in {} after epoch {} ({}{})",
                 path.display(),
                 ckpt.epoch,
-                ckpt.momentum.len()
+                optimizer.name(),
+                if schedule.is_some() { " with its schedule" } else { "" }
             ));
-            Ok(LoopState { epoch: ckpt.epoch, ..LoopState::default() })
+            Ok(LoopState { epoch: ckpt.epoch, schedule, ..LoopState::default() })
         }
     }
 }
 
-/// The SGD settings of a PyTorch training checkpoint, which a run continuing it must use.
-pub fn pytorch_checkpoint_sgd(path: &Path) -> Result<SgdConfig> {
-    let ckpt = TrainingCheckpoint::read_pytorch(path, &model::parameter_names())?;
-    Ok(SgdConfig { lr: ckpt.sgd.lr, momentum: ckpt.sgd.momentum, weight_decay: ckpt.sgd.weight_decay })
+/// `config` with the optimizer of a PyTorch training checkpoint, which a run continuing it
+/// must use: its class, its first group's settings (the learning rate before any schedule,
+/// `initial_lr`, where a schedule set one), and two groups as "no weight decay on 1-dim
+/// parameters".
+pub fn config_of_pytorch_checkpoint(path: &Path, config: &TrainConfig) -> Result<TrainConfig> {
+    let ckpt = TrainingCheckpoint::read_pytorch(path)?;
+    let class = ckpt.optimizer_class().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let groups = ckpt.param_groups();
+    let group = &groups[0];
+    let bad = |e: String| anyhow::anyhow!("{}: optimizer param_groups[0]: {e}", path.display());
+    let mut config = TrainConfig { no_decay_on_norm_and_bias: groups.len() == 2, ..config.clone() };
+    if groups.len() > 2 {
+        bail!("{}: the optimizer has {} parameter groups; one or two are supported", path.display(), groups.len());
+    }
+    match class {
+        PytorchOptimizer::Sgd => {
+            let sgd = SgdConfig::from_pytorch(group).map_err(bad)?;
+            config.optimizer = OptimizerKind::Sgd;
+            (config.lr, config.momentum, config.weight_decay) = (sgd.lr, sgd.momentum, sgd.weight_decay);
+            (config.dampening, config.nesterov) = (sgd.dampening, sgd.nesterov);
+        }
+        PytorchOptimizer::Adam | PytorchOptimizer::AdamW => {
+            let adam = AdamConfig::from_pytorch(group).map_err(bad)?;
+            config.optimizer =
+                if class == PytorchOptimizer::AdamW { OptimizerKind::Adamw } else { OptimizerKind::Adam };
+            (config.lr, config.momentum, config.weight_decay) = (adam.lr, 0.0, adam.weight_decay);
+            (config.betas, config.eps, config.amsgrad) = (adam.betas, adam.eps, adam.amsgrad);
+            (config.dampening, config.nesterov) = (0.0, false);
+        }
+    }
+    if let Some(initial) = group.get("initial_lr").and_then(PtValue::as_float) {
+        config.lr = initial;
+    }
+    Ok(config)
 }
 
 /// The last complete checkpoint of a run folder as a PyTorch training checkpoint: weights,
-/// momentum, the run's SGD settings and its completed epochs.
-pub fn last_as_training_checkpoint(run_dir: &Path, sgd: SgdConfig) -> Result<(TrainingCheckpoint, LoopState)> {
+/// the optimizer's state dict (with the schedule's keys in its `param_groups`, as PyTorch
+/// keeps them), the schedule's state dict, and the completed epochs.
+pub fn last_as_training_checkpoint(run_dir: &Path, config: &TrainConfig) -> Result<(TrainingCheckpoint, LoopState)> {
     let pair = read_last(run_dir)?;
-    let settings = SgdSettings { lr: sgd.lr, momentum: sgd.momentum, weight_decay: sgd.weight_decay };
-    let ckpt =
-        TrainingCheckpoint { model: pair.weights, momentum: pair.momentum, sgd: settings, epoch: pair.state.epoch };
+    let (vs, _net) = crate::train::setup::build_model(tch::Device::Cpu, config.num_classes, false)?;
+    let mut optimizer = optimizer_setup::build_optimizer(&vs, config)?;
+    optimizer.load_state(&pair.saved_state(optimizer.as_ref())?)?;
+    let mut state_dict = optimizer.state_dict();
+    if let Some(schedule) = &pair.state.schedule {
+        merge_group_entries(&mut state_dict, &schedule.param_group_entries());
+    }
+    let scheduler = pair.state.schedule.as_ref().map(LrScheduler::state_dict);
+    let ckpt = TrainingCheckpoint { model: pair.weights, optimizer: state_dict, scheduler, epoch: pair.state.epoch };
     Ok((ckpt, pair.state))
+}
+
+/// Writes a schedule's keys (`initial_lr`, …) into each of an optimizer state dict's
+/// `param_groups`, before `params` as in PyTorch's (replacing a key the group has already).
+fn merge_group_entries(state_dict: &mut PtValue, entries: &[Vec<(&'static str, f64)>]) {
+    let PtValue::Dict(items) = state_dict else { return };
+    let Some((_, PtValue::List(groups))) = items.iter_mut().find(|(k, _)| k.as_str() == Some("param_groups")) else {
+        return;
+    };
+    for (group, entries) in groups.iter_mut().zip(entries) {
+        let PtValue::Dict(keys) = group else { continue };
+        for (key, value) in entries {
+            match keys.iter_mut().find(|(k, _)| k.as_str() == Some(key)) {
+                Some((_, v)) => *v = PtValue::Float(*value),
+                None => {
+                    let at = keys.iter().position(|(k, _)| k.as_str() == Some("params")).unwrap_or(keys.len());
+                    keys.insert(at, (PtValue::from(*key), PtValue::Float(*value)));
+                }
+            }
+        }
+    }
 }

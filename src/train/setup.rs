@@ -46,7 +46,7 @@ pub fn setup(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<Setup> {
         crate::device::device_name(device)
     ));
     let n = data.train_labels.size()[0] as usize;
-    let split = split::train_valid_split(n, config.valid_size, config.seed, config.split_rng)?;
+    let split = split::train_valid_split(n, config.valid_size, config.split_seed(), config.split_rng)?;
     let preprocess = Preprocess::new(device).channels_last(channels_last);
     Ok(Setup { device, data, split, preprocess, channels_last })
 }
@@ -81,7 +81,7 @@ impl Subsets {
         log(&format!(
             "Split ({}, seed {}): {} train / {} validation images (using {} / {}), {test_len} test images (using {})",
             config.split_rng.name(),
-            config.seed,
+            config.split_seed(),
             setup.split.train.len(),
             setup.split.valid.len(),
             subsets.train.len(),

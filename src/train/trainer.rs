@@ -8,7 +8,12 @@
 //! to save beyond the position.
 //!
 //! Losses and accuracies are summed on the device and read back about once a second, so a step
-//! costs no host synchronisation.
+//! costs no host synchronisation; each step's loss is kept on the device until then too, for
+//! `steps.jsonl` ([`crate::train::steps_log`]).
+//!
+//! The optimizer and the learning-rate schedule are those of the settings
+//! ([`crate::train::optimizer_setup`]); the schedule steps after each optimizer step or each
+//! epoch, as a PyTorch loop calls `scheduler.step()`, and its state travels with the loop's.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,13 +28,16 @@ use crate::data::split::{self, SplitFile};
 use crate::formats::safetensors::{self as checkpoint, Metadata};
 use crate::model::AlexNet;
 use crate::train::config::{RunInfo, TrainConfig};
-use crate::train::data_parallel::DataParallel;
+use crate::train::data_parallel::{self, DataParallel};
 use crate::train::evaluation::{self, EvalResult};
 use crate::train::metrics::{DeviceSums, EpochMetrics, EpochSums, Summary};
+use crate::train::optim::lr_scheduler::StepUnit;
+use crate::train::optim::{clip_grad_norm, cross_entropy, Optimizer};
+use crate::train::optimizer_setup;
 use crate::train::resume::{self, LoopState};
 use crate::train::run_dir::{self, RunDir, BEST_CHECKPOINT, CONFIG_FILE, CURVES_FILE, SPLIT_FILE, SUMMARY_FILE};
 use crate::train::setup::{self, Setup, Subsets};
-use crate::train::sgd::Sgd;
+use crate::train::steps_log::{self, StepsLog, STEPS_FILE};
 
 /// Time between two reads of the device-side loss sums (progress display, finiteness check):
 /// one host synchronisation per second, whatever the step time.
@@ -77,21 +85,38 @@ pub fn train_rank(
     // The initial weights come from libtorch's generator: seed it, as the run's one seed.
     tch::manual_seed(config.seed as i64);
     let (vs, net) = setup::build_model(setup.device, config.num_classes, setup.channels_last)?;
-    let mut sgd = Sgd::new(&vs, config.sgd());
+    let mut optimizer = optimizer_setup::build_optimizer(&vs, config)?;
+    let steps_per_epoch = split::steps_per_epoch(subsets.train.len().div_ceil(dp.world_size()), config.batch_size);
+    let schedule = optimizer_setup::build_schedule(optimizer.as_mut(), config, steps_per_epoch)?;
     let state = if dp.is_main() {
         if !run.resume {
             if let Some(warning) = run_dir::disk_space_warning(&run.path, setup::weight_bytes(&vs)) {
                 log(&warning);
             }
         }
-        let state = resume::initial_state(run, &vs, &mut sgd, log).inspect_err(|_| run_dir::discard_new(run))?;
+        let state = resume::initial_state(run, &vs, optimizer.as_mut(), schedule, log)
+            .inspect_err(|_| run_dir::discard_new(run))?;
         write_run_files(config, run, &setup, &state, dp.world_size())?;
+        steps_log::truncate_after(&run.path, state.epoch * steps_per_epoch + state.step)?;
         state
     } else {
         LoopState::default()
     };
-    let state = share_start(dp, state, &vs, &mut sgd)?;
-    let mut trainer = Trainer { config, dir: &run.path, setup: &setup, subsets: &subsets, dp, vs, net, sgd, state };
+    let state = share_start(dp, state, &vs, optimizer.as_mut())?;
+    let steps_log = StepsLog::new(dp.is_main().then(|| run.file(STEPS_FILE)));
+    let mut trainer = Trainer {
+        config,
+        dir: &run.path,
+        setup: &setup,
+        subsets: &subsets,
+        dp,
+        vs,
+        net,
+        optimizer,
+        steps_per_epoch,
+        steps_log,
+        state,
+    };
     trainer.run(stop, log)
 }
 
@@ -142,23 +167,28 @@ fn write_run_files(
     run_dir::write_metrics(&run.path, &state.history)?;
     let split_file = SplitFile {
         rng: config.split_rng,
-        seed: config.seed,
+        seed: config.split_seed(),
         valid: setup.split.valid.clone(),
         train: setup.split.train.clone(),
     };
     run_dir::write_json_compact(&run.file(SPLIT_FILE), &split_file)
 }
 
-/// Rank 0's starting point on every rank: its loop state (through the store) and its weights,
-/// buffers and momentum (broadcast).
-fn share_start(dp: &DataParallel, state: LoopState, vs: &nn::VarStore, sgd: &mut Sgd) -> Result<LoopState> {
+/// Rank 0's starting point on every rank: its loop state with the schedule (through the
+/// store) and its weights, buffers and optimizer state (broadcast).
+fn share_start(
+    dp: &DataParallel,
+    state: LoopState,
+    vs: &nn::VarStore,
+    optimizer: &mut dyn Optimizer,
+) -> Result<LoopState> {
     if dp.world_size() == 1 {
         return Ok(state);
     }
-    let momentum: Vec<String> = sgd.momentum_buffers().into_keys().collect();
-    let shared = dp.share_from_main("start", &serde_json::to_vec(&(&state, &momentum))?)?;
-    let (state, momentum): (LoopState, Vec<String>) = serde_json::from_slice(&shared)?;
-    dp.broadcast_state(vs, sgd, &momentum)?;
+    let layout = data_parallel::optimizer_layout(optimizer);
+    let shared = dp.share_from_main("start", &serde_json::to_vec(&(&state, &layout))?)?;
+    let (state, layout): (LoopState, data_parallel::OptimizerLayout) = serde_json::from_slice(&shared)?;
+    dp.broadcast_state(vs, optimizer, &layout)?;
     Ok(state)
 }
 
@@ -209,7 +239,10 @@ struct Trainer<'a> {
     dp: &'a mut DataParallel,
     vs: nn::VarStore,
     net: AlexNet,
-    sgd: Sgd,
+    optimizer: Box<dyn Optimizer>,
+    /// Optimizer steps per epoch (of this rank's share).
+    steps_per_epoch: usize,
+    steps_log: StepsLog,
     state: LoopState,
 }
 
@@ -235,16 +268,17 @@ impl Trainer<'_> {
         }
         if self.state.history.is_empty() && self.state.checkpoint_id.is_empty() && self.dp.is_main() {
             // --epochs 0: nothing trained; the initial model is what gets saved and evaluated.
-            resume::save_last(self.dir, &self.vs, &self.sgd, &mut self.state)?;
+            resume::save_last(self.dir, &self.vs, self.optimizer.as_ref(), &mut self.state)?;
             self.save_best(&Metadata::new())?;
         }
         if self.dp.world_size() > 1 {
             let mut tensors: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
-            tensors.extend(self.sgd.momentum_buffers().into_iter().map(|(k, v)| (format!("momentum.{k}"), v)));
+            let optimizer_state = self.optimizer.save_state().tensors;
+            tensors.extend(optimizer_state.into_iter().map(|(k, v)| (format!("optimizer.{k}"), v)));
             tensors.sort_by(|a, b| a.0.cmp(&b.0));
             let checked = self.dp.check_replicas(&tensors)?;
             log(&format!(
-                "All {} ranks hold bit-identical weights, buffers and momentum ({checked} tensors)",
+                "All {} ranks hold bit-identical weights, buffers and optimizer state ({checked} tensors)",
                 self.dp.world_size()
             ));
         }
@@ -282,9 +316,12 @@ impl Trainer<'_> {
         let mut last_read = Instant::now();
         for batch in batches {
             tch::manual_seed(step_seed(config.seed, self.dp.rank(), epoch, self.state.step));
+            let lr = optimizer_setup::learning_rates(self.optimizer.as_ref());
             let (loss, logits) = self.train_step(&batch)?;
             sums_dev.add(&loss, &logits, &batch.labels);
             self.state.step += 1;
+            self.steps_log.push(epoch + 1, epoch * self.steps_per_epoch + self.state.step, lr, &loss);
+            self.step_schedule(StepUnit::Batch)?;
             bar.inc(1);
             let done = self.state.step == steps;
             let at_plain =
@@ -297,6 +334,7 @@ impl Trainer<'_> {
                 local = sums_dev
                     .read_into(&EpochSums::default(), epoch_started.elapsed().as_secs_f64())
                     .map_err(|bad_step| self.non_finite_error(bad_step))?;
+                self.steps_log.flush()?;
                 // No collective here (reads happen at different steps on each rank): rank 0 shows
                 // its own share, a single process the whole epoch.
                 let shown = if self.dp.world_size() == 1 { self.state.sums.plus(&local) } else { local.clone() };
@@ -317,7 +355,7 @@ impl Trainer<'_> {
                 snapshot.sums = self.dp.global_sums(&self.state.sums, &local)?;
                 snapshot.seconds = run_started.elapsed().as_secs_f64();
                 if self.dp.is_main() {
-                    resume::save_last(self.dir, &self.vs, &self.sgd, &mut snapshot)?;
+                    resume::save_last(self.dir, &self.vs, self.optimizer.as_ref(), &mut snapshot)?;
                 }
                 if interrupted {
                     bar.abandon();
@@ -334,7 +372,16 @@ impl Trainer<'_> {
     fn train_step(&mut self, batch: &Batch) -> Result<(Tensor, Tensor)> {
         self.dp.sync_buffers(&self.vs)?;
         let dp = &mut *self.dp;
-        train_step_with(&self.net, &mut self.sgd, batch, self.config.amp, |sgd| dp.average_gradients(sgd))
+        let settings = StepSettings::of(self.config);
+        train_step_with(&self.net, self.optimizer.as_mut(), batch, &settings, |opt| dp.average_gradients(opt))
+    }
+
+    /// `scheduler.step()`, when the schedule steps per `unit`.
+    fn step_schedule(&mut self, unit: StepUnit) -> Result<()> {
+        if let Some(schedule) = self.state.schedule.as_mut().filter(|_| self.config.schedule.unit == unit) {
+            schedule.step(self.optimizer.as_mut())?;
+        }
+        Ok(())
     }
 
     fn non_finite_error(&self, bad_step: i64) -> anyhow::Error {
@@ -343,7 +390,7 @@ impl Trainer<'_> {
              the last good checkpoint in {} is kept",
             self.state.epoch + 1,
             bad_step + 1,
-            self.config.lr,
+            self.optimizer.lr(0),
             self.dir.display()
         )
     }
@@ -353,7 +400,7 @@ impl Trainer<'_> {
         let config = self.config;
         let allreduce = self.dp.take_allreduce_time();
         // Each rank's share of the epoch (DistributedSampler pads it to equal lengths).
-        let steps = split::steps_per_epoch(self.subsets.train.len().div_ceil(self.dp.world_size()), config.batch_size);
+        let steps = self.steps_per_epoch;
         let valid_started = Instant::now();
         // Every rank validates with rank 0's statistics, as DDP's next forward would sync them.
         self.dp.sync_buffers(&self.vs)?;
@@ -364,7 +411,9 @@ impl Trainer<'_> {
             train_acc: sums.correct as f64 / sums.seen.max(1) as f64,
             val_loss: if valid.images > 0 { valid.loss } else { f64::NAN },
             val_acc: if valid.images > 0 { valid.accuracy } else { f64::NAN },
-            lr: config.lr,
+            // The learning rate of the epoch's last step (first group), before the epoch's
+            // schedule step.
+            lr: self.optimizer.lr(0),
             seconds: sums.train_seconds + valid_started.elapsed().as_secs_f64(),
             images_per_sec: sums.seen as f64 / sums.train_seconds.max(1e-9),
             allreduce_seconds: (self.dp.world_size() > 1).then_some(allreduce.as_secs_f64()),
@@ -392,10 +441,11 @@ impl Trainer<'_> {
             state.best_val_acc = Some(metrics.val_acc).filter(|v| v.is_finite());
             state.best_epoch = Some(metrics.epoch);
         }
+        self.step_schedule(StepUnit::Epoch)?;
         if !self.dp.is_main() {
             return Ok(());
         }
-        resume::save_last(self.dir, &self.vs, &self.sgd, &mut self.state)?;
+        resume::save_last(self.dir, &self.vs, self.optimizer.as_ref(), &mut self.state)?;
         if is_best {
             self.save_best(&Metadata::from([("epoch".to_string(), metrics.epoch.to_string())]))?;
         }
@@ -470,29 +520,55 @@ fn step_seed(seed: u64, rank: usize, epoch: usize, step: usize) -> i64 {
     ((z ^ (z >> 31)) >> 1) as i64
 }
 
-/// One optimisation step of the recipe: forward in train mode, cross-entropy, backward, SGD.
-/// Returns the (detached) loss and logits; nothing is read back to the host.
-pub fn train_step(net: &AlexNet, sgd: &mut Sgd, batch: &Batch, amp: bool) -> (Tensor, Tensor) {
-    match train_step_with(net, sgd, batch, amp, |_| Ok(())) {
-        Ok(outputs) => outputs,
-        Err(_) => unreachable!("a step with nothing after backward cannot fail"),
+/// What a training step does beyond the recipe's forward, loss, backward and update.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StepSettings {
+    /// bf16 autocast on CUDA.
+    pub amp: bool,
+    /// `F.cross_entropy(..., label_smoothing)`.
+    pub label_smoothing: f64,
+    /// Clip the gradients' total 2-norm to this after they are averaged, before the update.
+    pub clip_grad_norm: Option<f64>,
+}
+
+impl StepSettings {
+    /// The recipe's step: plain cross entropy, no clipping.
+    pub fn recipe(amp: bool) -> Self {
+        Self { amp, ..Self::default() }
+    }
+
+    /// The step `config` asks for.
+    pub fn of(config: &TrainConfig) -> Self {
+        Self { amp: config.amp, label_smoothing: config.label_smoothing, clip_grad_norm: config.clip_grad_norm }
     }
 }
 
-/// [`train_step`] with `after_backward` run on the gradients before the update (data-parallel
-/// training averages them there).
+/// One optimisation step of the recipe: forward in train mode, cross-entropy, backward, update.
+/// Returns the (detached) loss and logits; nothing is read back to the host.
+pub fn train_step(net: &AlexNet, optimizer: &mut dyn Optimizer, batch: &Batch, amp: bool) -> Result<(Tensor, Tensor)> {
+    train_step_with(net, optimizer, batch, &StepSettings::recipe(amp), |_| Ok(()))
+}
+
+/// [`train_step`] with `settings` (label smoothing, clipping) and `after_backward` run on the
+/// gradients before clipping and the update (data-parallel training averages them there, so
+/// the norm clipped is that of the averaged gradients, as under DDP).
 pub fn train_step_with(
     net: &AlexNet,
-    sgd: &mut Sgd,
+    optimizer: &mut dyn Optimizer,
     batch: &Batch,
-    amp: bool,
-    after_backward: impl FnOnce(&Sgd) -> Result<()>,
+    settings: &StepSettings,
+    after_backward: impl FnOnce(&dyn Optimizer) -> Result<()>,
 ) -> Result<(Tensor, Tensor)> {
+    let amp = settings.amp;
     let logits = tch::autocast(amp, || net.forward_t(&batch.images, true)).to_kind(Kind::Float);
-    let loss = logits.cross_entropy_for_logits(&batch.labels);
-    sgd.zero_grad();
+    let loss = cross_entropy(&logits, &batch.labels, settings.label_smoothing)?;
+    optimizer.zero_grad();
     loss.backward();
-    after_backward(sgd)?;
-    sgd.step();
+    after_backward(optimizer)?;
+    if let Some(max_norm) = settings.clip_grad_norm {
+        let params: Vec<Tensor> = optimizer.parameters().into_iter().map(|(_, p)| p).collect();
+        let _total_norm = clip_grad_norm(&params, max_norm, 2.0)?;
+    }
+    optimizer.step()?;
     Ok((loss.detach(), logits.detach()))
 }
