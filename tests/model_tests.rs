@@ -187,6 +187,15 @@ fn assert_same_changes(
     }
 }
 
+// Tolerances of the float32 comparisons with PyTorch below, about ten times the largest
+// difference measured in either layout (libtorch 2.13.0, x86-64 with AVX-512; the figures are
+// printed by the test): FILLME
+const EVAL_LOGITS: f64 = 1.0;
+const LOSSES: f64 = 1.0;
+const STATE: f64 = 1.0;
+const EVAL_LOGITS_AFTER: f64 = 1.0;
+const MOMENTUM: f64 = 1.0;
+
 /// Eval logits, two SGD steps (train mode, dropout off), and eval logits again with the
 /// BatchNorm statistics those steps left, against PyTorch from the same weights, in both
 /// memory layouts.
@@ -218,11 +227,18 @@ fn forward_and_training_steps_match_pytorch(python: &std::path::Path, channels_l
     common::run_reference(python, &[&args[..], &["--steps", "2"], layout_flag].concat());
     let images = if channels_last { tch_alexnet::data::transforms::to_channels_last(&images) } else { images };
 
-    let torch_logits = &checkpoint::load_tensors(&out.join("eval_logits.safetensors")).unwrap().tensors["logits"];
+    let logits_of = |file: &str| {
+        let t = checkpoint::load_tensors(&out.join(file)).unwrap().tensors["logits"].shallow_clone();
+        BTreeMap::from([("logits".to_string(), t)])
+    };
     let logits = tch::no_grad(|| net.forward_t(&images, false));
-    let diff = common::max_abs_diff(&logits, torch_logits);
-    eprintln!("{layout}: eval logits vs PyTorch: max |diff| = {diff:.3e}");
-    assert!(diff <= 1e-4, "{layout}: eval logits differ from PyTorch by {diff}");
+    let logits = BTreeMap::from([("logits".to_string(), logits)]);
+    common::assert_all_close(
+        &format!("{layout}: eval logits vs PyTorch"),
+        &logits,
+        &logits_of("eval_logits.safetensors"),
+        EVAL_LOGITS,
+    );
 
     let mut sgd = tch_alexnet::train::sgd::Sgd::new(&vs, Default::default());
     let mut losses = Vec::new();
@@ -235,26 +251,27 @@ fn forward_and_training_steps_match_pytorch(python: &std::path::Path, channels_l
     }
     let torch_losses: Vec<f64> =
         serde_json::from_str(&std::fs::read_to_string(out.join("losses.json")).unwrap()).unwrap();
+    let worst = losses.iter().zip(&torch_losses).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    eprintln!("{layout}: losses of 2 SGD steps vs PyTorch: max |diff| = {worst:.3e} (tolerance {LOSSES:.1e})");
     for (a, b) in losses.iter().zip(&torch_losses) {
-        assert!((a - b).abs() <= 1e-5, "{layout}: losses {losses:?} vs PyTorch {torch_losses:?}");
+        let tol = common::tolerance(LOSSES, Kind::Float, b.abs());
+        assert!((a - b).abs() <= tol, "{layout}: losses {losses:?} vs PyTorch {torch_losses:?}");
     }
     let torch_state = checkpoint::load_tensors(&out.join("after_steps.safetensors")).unwrap().tensors;
     let rust_state = state(&vs);
-    let mut worst = 0f64;
-    for (name, t) in &rust_state {
-        let diff = common::max_abs_diff(t, &torch_state[name]);
-        worst = worst.max(diff);
-        assert!(diff <= 1e-5, "{layout}: {name} after 2 steps differs from PyTorch by {diff}");
-    }
-    eprintln!("{layout}: state after 2 SGD steps vs PyTorch: max |diff| = {worst:.3e}");
+    common::assert_all_close(
+        &format!("{layout}: state after 2 SGD steps vs PyTorch"),
+        &rust_state,
+        &torch_state,
+        STATE,
+    );
     assert_same_changes(layout, &init, &rust_state, &torch_state);
     assert_eq!(rust_state["conv_block1.1.num_batches_tracked"].int64_value(&[]), 2);
 
-    let torch_after = &checkpoint::load_tensors(&out.join("eval_logits_after.safetensors")).unwrap().tensors["logits"];
     let after = tch::no_grad(|| net.forward_t(&images, false));
-    let diff = common::max_abs_diff(&after, torch_after);
-    eprintln!("{layout}: eval logits after the steps (trained BatchNorm statistics): max |diff| = {diff:.3e}");
-    assert!(diff <= 1e-4, "{layout}: eval logits after training differ from PyTorch by {diff}");
+    let after = BTreeMap::from([("logits".to_string(), after)]);
+    let what = format!("{layout}: eval logits after the steps (trained BatchNorm statistics) vs PyTorch");
+    common::assert_all_close(&what, &after, &logits_of("eval_logits_after.safetensors"), EVAL_LOGITS_AFTER);
 
     // zero_grad drops the gradients (PyTorch's set_to_none=True), it does not zero them.
     let fc3 = vs.variables()["fc3.0.weight"].shallow_clone();
@@ -263,10 +280,12 @@ fn forward_and_training_steps_match_pytorch(python: &std::path::Path, channels_l
     assert!(!fc3.grad().defined(), "zero_grad kept the gradient");
     let torch_momentum = checkpoint::load_tensors(&out.join("momentum.safetensors")).unwrap().tensors;
     let momentum = sgd.momentum_buffers();
-    for (name, t) in &momentum {
-        let diff = common::max_abs_diff(t, &torch_momentum[name]);
-        assert!(diff <= 1e-5, "{layout}: momentum of {name} differs from PyTorch by {diff}");
-    }
+    common::assert_all_close(
+        &format!("{layout}: momentum after 2 SGD steps vs PyTorch"),
+        &momentum,
+        &torch_momentum,
+        MOMENTUM,
+    );
     assert_same_changes(&format!("{layout} momentum"), &BTreeMap::new(), &momentum, &torch_momentum);
 }
 

@@ -488,7 +488,13 @@ pub fn train_step_with(
     amp: bool,
     after_backward: impl FnOnce(&Sgd) -> Result<()>,
 ) -> Result<(Tensor, Tensor)> {
-    let logits = tch::autocast(amp, || net.forward_t(&batch.images, true)).to_kind(Kind::Float);
+    let logits = tch::autocast(amp, || net.forward_t(&batch.images, true));
+    // Autocast's bf16/f16 logits: the loss in float32, as PyTorch's autocast takes it. float32
+    // logits are used as they are, and float64 ones (a float64 model) keep float64.
+    let logits = match logits.kind() {
+        Kind::Float | Kind::Double => logits,
+        _ => logits.to_kind(Kind::Float),
+    };
     let loss = logits.cross_entropy_for_logits(&batch.labels);
     sgd.zero_grad();
     loss.backward();
