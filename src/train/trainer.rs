@@ -479,6 +479,13 @@ pub fn train_step(net: &AlexNet, sgd: &mut Sgd, batch: &Batch, amp: bool) -> (Te
     }
 }
 
+/// PyTorch's `F.cross_entropy` (the batch's mean), in the logits' own precision: tch's
+/// `cross_entropy_for_logits` takes its log-softmax in float32 whatever the logits' kind. On
+/// float32 logits the two are the same operations, bit for bit.
+pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Tensor {
+    logits.cross_entropy_loss::<Tensor>(labels, None, tch::Reduction::Mean, -100, 0.0)
+}
+
 /// [`train_step`] with `after_backward` run on the gradients before the update (data-parallel
 /// training averages them there).
 pub fn train_step_with(
@@ -495,7 +502,7 @@ pub fn train_step_with(
         Kind::Float | Kind::Double => logits,
         _ => logits.to_kind(Kind::Float),
     };
-    let loss = logits.cross_entropy_for_logits(&batch.labels);
+    let loss = cross_entropy(&logits, &batch.labels);
     sgd.zero_grad();
     loss.backward();
     after_backward(sgd)?;
