@@ -139,8 +139,9 @@ fn config_json_records_the_libtorch_the_program_runs_with() {
     assert_eq!(config["tch_version"].as_str(), Some(locked_tch_version().as_str()));
 }
 
-/// Striped images of each class that `predict` must classify as their class (see below).
-const PREDICT_CORRECT: usize = 8;
+/// Striped images of each class that `predict` must classify as their class (see below): 8 of
+/// 10 measured; colour alone would give about 5, a transposed image in `predict` gave 0.
+const PREDICT_CORRECT: usize = 7;
 
 /// Two epochs on a small synthetic set: every output file exists with valid content, the model
 /// learns the classes, and the checkpoints work with evaluate, predict and PyTorch. Colour alone

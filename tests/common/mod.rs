@@ -126,7 +126,7 @@ pub fn assert_all_close(
             (name, max_abs_diff(t, theirs), tolerance(bound, theirs.kind(), max_abs(theirs)))
         })
         .collect();
-    let (worst_name, worst) = diffs.iter().fold(("", 0.0), |w, d| if d.1 > w.1 { (d.0.as_str(), d.1) } else { w });
+    let (worst_name, worst) = diffs.iter().fold(("", -1.0), |w, d| if d.1 > w.1 { (d.0.as_str(), d.1) } else { w });
     eprintln!("{what}: max |diff| = {worst:.3e} ({worst_name}; tolerance {bound:.1e})");
     let bad: Vec<String> =
         diffs.iter().filter(|d| d.1 > d.2).map(|(n, d, tol)| format!("{n}: {d:.3e} > {tol:.1e}")).collect();
