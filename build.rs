@@ -20,12 +20,16 @@
 //!   wheel's CUDA runtime package lacks `crt/host_config.h`) are all there, and only if it compiles
 //!   (`TCH_ALEXNET_NO_NCCL=1` skips it); otherwise NCCL is left out with a cargo warning, and
 //!   creating a NCCL process group fails with a message.
+//! - The versions the binary is built with, for `config.json` (`src/versions.rs`): tch's from
+//!   `Cargo.lock` (Cargo writes it before any build script runs; a dependency cannot see its
+//!   dependencies' `CARGO_PKG_VERSION`), libtorch's from its headers.
 
 use std::path::{Path, PathBuf};
 
 fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-changed=build.rs");
+    record_tch_version();
     let target_os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     let Some(libtorch) = std::env::var_os("LIBTORCH") else {
         // torch-sys reports a missing libtorch itself, with its own message.
@@ -35,6 +39,7 @@ fn main() {
     // names the real folder and stays valid whatever happens to the link.
     let libtorch = PathBuf::from(&libtorch);
     let libtorch = libtorch.canonicalize().unwrap_or(libtorch);
+    record_libtorch_version(&libtorch);
     let lib = libtorch.join("lib");
     println!("cargo:rerun-if-changed={}", lib.display());
     const FFI_SOURCES: [&str; 4] =
@@ -168,5 +173,51 @@ fn build_nccl(libtorch: &Path, base: &dyn Fn() -> cc::Build) -> Option<Vec<PathB
             println!("cargo:warning=src/ffi/nccl.cpp did not compile, so this build has no NCCL: {error}");
             None
         }
+    }
+}
+
+/// Passes tch's version, as `Cargo.lock` pins it, to the crate (`TCH_ALEXNET_BUILT_WITH_TCH`).
+fn record_tch_version() {
+    let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
+    // The lock file is the workspace's: here, or in a folder above when this crate is a member.
+    let Some(lock) = manifest_dir.ancestors().map(|d| d.join("Cargo.lock")).find(|p| p.is_file()) else {
+        return;
+    };
+    println!("cargo:rerun-if-changed={}", lock.display());
+    let text = std::fs::read_to_string(&lock).unwrap_or_default();
+    if let Some(version) = locked_version(&text, "tch") {
+        println!("cargo:rustc-env=TCH_ALEXNET_BUILT_WITH_TCH={version}");
+    }
+}
+
+/// The version of package `name` in a `Cargo.lock` text (its `[[package]]` entry's `name`
+/// line is followed by its `version` line).
+fn locked_version(lock: &str, name: &str) -> Option<String> {
+    let name_line = format!("name = \"{name}\"");
+    let mut lines = lock.lines().map(str::trim);
+    lines.by_ref().find(|line| *line == name_line)?;
+    let version = lines.next()?.strip_prefix("version = \"")?.strip_suffix('"')?;
+    Some(version.to_string())
+}
+
+/// Passes the version of the libtorch compiled against (`TCH_ALEXNET_BUILT_WITH_LIBTORCH`):
+/// `TORCH_VERSION_{MAJOR,MINOR,PATCH}` of its headers (`torch/headeronly/version.h` from 2.9,
+/// `torch/version.h` before), else its `build-version` file.
+fn record_libtorch_version(libtorch: &Path) {
+    let headers = ["include/torch/headeronly/version.h", "include/torch/version.h"].map(|h| libtorch.join(h));
+    let from_headers = headers.iter().find_map(|h| {
+        let text = std::fs::read_to_string(h).ok()?;
+        let number = |part: &str| {
+            let prefix = format!("#define TORCH_VERSION_{part} ");
+            text.lines().find_map(|l| l.strip_prefix(&prefix)?.trim().parse::<u32>().ok())
+        };
+        Some(format!("{}.{}.{}", number("MAJOR")?, number("MINOR")?, number("PATCH")?))
+    });
+    let from_file = || {
+        let text = std::fs::read_to_string(libtorch.join("build-version")).ok()?;
+        text.trim().split('+').next().filter(|v| !v.is_empty()).map(str::to_string)
+    };
+    if let Some(version) = from_headers.or_else(from_file) {
+        println!("cargo:rustc-env=TCH_ALEXNET_BUILT_WITH_LIBTORCH={version}");
     }
 }

@@ -14,6 +14,7 @@
 //! - [`distributed`]: data-parallel training over several processes, on libtorch's c10d.
 //! - [`cli`], [`device`], [`progress`], [`allocator`], [`ffi`]: what the programs share, and
 //!   the few lines of C++ for what tch does not bind.
+//! - [`versions`]: the tch and libtorch a binary was built with, and the libtorch it runs with.
 
 pub mod allocator;
 pub mod cli;
@@ -26,5 +27,6 @@ pub mod inference;
 pub mod model;
 pub mod progress;
 pub mod train;
+pub mod versions;
 
 pub use model::{alexnet, AlexNet};

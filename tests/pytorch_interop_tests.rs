@@ -26,8 +26,11 @@ use tch_alexnet::train::resume;
 use tch_alexnet::train::run_dir::{RunDir, Start};
 use tch_alexnet::train::TrainConfig;
 
-/// The largest difference allowed between the two sides after three SGD steps.
-const TOLERANCE: f64 = 1e-5;
+/// The largest differences allowed between the two sides after three float32 SGD steps, about
+/// ten times the largest measured (libtorch 2.13.0, x86-64 with AVX-512; the test prints them:
+/// weights and buffers 3.7e-9, momentum 1.5e-8), never below four float32 ulps.
+const STATE_TOLERANCE: f64 = 4e-8;
+const MOMENTUM_TOLERANCE: f64 = 1.5e-7;
 
 /// Runs tests/fixtures/pytorch_interop.py with `args`; panics with its stderr on failure and
 /// returns its stdout.
@@ -84,27 +87,18 @@ fn sgd(vs: &nn::VarStore, lr: f64, momentum: f64, weight_decay: f64) -> Box<dyn 
 fn assert_matches_pytorch(what: &str, vs: &nn::VarStore, sgd: &dyn Optimizer, torch_dir: &Path) {
     let torch_state = common::tensors(&torch_dir.join("state3.safetensors"));
     let state: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
-    assert_eq!(state.keys().collect::<Vec<_>>(), torch_state.keys().collect::<Vec<_>>(), "{what}: state keys");
-    let mut worst = 0f64;
     for (name, t) in &state {
-        assert_eq!(t.kind(), torch_state[name].kind(), "{what}: dtype of {name}");
-        let diff = common::max_abs_diff(t, &torch_state[name]);
-        worst = worst.max(diff);
-        assert!(diff <= TOLERANCE, "{what}: {name} differs from PyTorch's by {diff:.3e}");
+        assert_eq!(t.kind(), torch_state.get(name).map(Tensor::kind).unwrap_or(t.kind()), "{what}: dtype of {name}");
     }
+    common::assert_all_close(&format!("{what}: state after 3 steps vs PyTorch"), &state, &torch_state, STATE_TOLERANCE);
     for block in ["conv_block1", "conv_block5"] {
         assert_eq!(state[&format!("{block}.1.num_batches_tracked")].int64_value(&[]), 3, "{what}: {block}");
     }
     let torch_momentum = common::tensors(&torch_dir.join("momentum3.safetensors"));
     let momentum = momentum_buffers(sgd);
     assert_eq!(momentum.len(), model::parameter_names().len(), "{what}: momentum buffers");
-    assert_eq!(momentum.keys().collect::<Vec<_>>(), torch_momentum.keys().collect::<Vec<_>>(), "{what}: momentum");
-    for (name, t) in &momentum {
-        let diff = common::max_abs_diff(t, &torch_momentum[name]);
-        worst = worst.max(diff);
-        assert!(diff <= TOLERANCE, "{what}: momentum of {name} differs from PyTorch's by {diff:.3e}");
-    }
-    eprintln!("{what}: weights, BatchNorm buffers and momentum after 3 steps vs PyTorch: max |diff| = {worst:.3e}");
+    let what = format!("{what}: momentum after 3 steps vs PyTorch");
+    common::assert_all_close(&what, &momentum, &torch_momentum, MOMENTUM_TOLERANCE);
 }
 
 /// PyTorch takes two steps and saves `{'model', 'optimizer', 'epoch': 2}`; the trainer's own

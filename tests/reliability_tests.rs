@@ -13,6 +13,7 @@ use common::{
 use proptest::prelude::*;
 use tch_alexnet::data::cifar::{self, RECORD_BYTES};
 use tch_alexnet::formats::safetensors as checkpoint;
+use tch_alexnet::train::run_dir::{LAST_CHECKPOINT, LAST_OPTIMIZER};
 
 /// A data folder whose files link to the synthetic set, so one can be broken cheaply.
 fn linked_data_dir(root: &Path) -> PathBuf {
@@ -225,15 +226,26 @@ fn sigterm_stops_cleanly_and_resume_matches_the_uninterrupted_run() {
     signal_stops_cleanly_and_resume_matches_the_uninterrupted_run("TERM", 143);
 }
 
+/// The temporary files of the checkpoint pair (`last.safetensors`, `last.optim.safetensors`)
+/// that process `pid` is writing (formats::atomic names them `.NAME.tmp-PID`). Other files of
+/// the run folder (config.json, metrics.jsonl, split.json, best.safetensors) are also written
+/// through temporary files, but a kill during those is not a kill during a checkpoint write.
+fn checkpoint_temporaries(dir: &Path, pid: u32) -> Vec<String> {
+    let names = [LAST_CHECKPOINT, LAST_OPTIMIZER].map(|name| format!(".{name}.tmp-{pid}"));
+    common::temporary_files(dir).into_iter().filter(|f| names.contains(f)).collect()
+}
+
 /// SIGKILL at arbitrary moments of a run that saves after every step: the checkpoint on disk is
-/// always a complete one, and --resume finishes the run.
+/// always a complete one, kills do land while the checkpoint pair is being written, and
+/// --resume finishes the run with the weights and momentum of an uninterrupted run, bit for bit.
 #[test]
 fn sigkill_while_saving_never_leaves_a_broken_checkpoint() {
     let root = tempfile::tempdir().unwrap();
     let data = synthetic_data_dir();
-    let out = root.path().join("run");
+    let (out, full) = (root.path().join("run"), root.path().join("full"));
     let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
-    let (mut child, rx) = spawn_train(&with_flags(cpu_train_args(d, o), &["--limit-train", "48", "--save-every", "1"]));
+    let settings = ["--limit-train", "48", "--save-every", "1"];
+    let (mut child, rx) = spawn_train(&with_flags(cpu_train_args(d, o), &settings));
     let mut lines = Vec::new();
     common::wait_for_line(&rx, "Split (", &mut lines);
     // Each step writes ~470 MB of checkpoint; kill at different points of those writes.
@@ -248,25 +260,27 @@ fn sigkill_while_saving_never_leaves_a_broken_checkpoint() {
         .expect("the checkpoint left by SIGKILL must be complete");
     let killed_at: usize = loaded.metadata["step"].parse().unwrap();
 
-    // Kill the resumed runs while a checkpoint is being written (a temporary file exists),
-    // and check that a kill did land there: its temporary file is still on disk.
+    // Kill the resumed runs while they write the checkpoint pair (one of its temporary files
+    // exists), and count the kills that did land there: that temporary file is still on disk.
     let mut landed_during_a_write = 0;
     for _ in 0..3 {
         let (mut child, rx) = spawn_train(&["--resume", o]);
+        let pid = child.id();
         let mut lines = Vec::new();
         common::wait_for_line(&rx, "Resuming", &mut lines);
         let deadline = Instant::now() + Duration::from_secs(120);
-        while common::temporary_files(&out).is_empty() && Instant::now() < deadline {
+        while checkpoint_temporaries(&out, pid).is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
         child.kill().unwrap();
         child.wait().unwrap();
-        if !common::temporary_files(&out).is_empty() {
+        if !checkpoint_temporaries(&out, pid).is_empty() {
             landed_during_a_write += 1;
         }
         checkpoint::load_tensors(&out.join("last.safetensors")).expect("complete checkpoint after SIGKILL");
         checkpoint::load_tensors(&out.join("last.optim.safetensors")).expect("complete optimizer state after SIGKILL");
     }
+    eprintln!("{landed_during_a_write} of 3 kills landed while the checkpoint pair was being written");
     assert!(landed_during_a_write > 0, "no SIGKILL landed while a checkpoint was being written");
     let f = run_bin(&example_bin("train"), &["--resume", o]);
     assert_eq!(f.code, Some(0), "resume after SIGKILL (first kill at step {killed_at}): {}", f.stderr);
@@ -274,6 +288,15 @@ fn sigkill_while_saving_never_leaves_a_broken_checkpoint() {
     assert!(out.join("summary.json").exists());
     let leftovers = common::temporary_files(&out);
     assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    let f = run_bin(&example_bin("train"), &with_flags(cpu_train_args(d, full.to_str().unwrap()), &settings));
+    assert_eq!(f.code, Some(0), "{}", f.stderr);
+    common::assert_same_weights(&full, &out);
+    let (a, b) = (tensors(&full.join(LAST_OPTIMIZER)), tensors(&out.join(LAST_OPTIMIZER)));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (name, t) in &a {
+        assert!(t.equal(&b[name]), "momentum of {name} differs from the uninterrupted run's");
+    }
 }
 
 // ------------------------------------------------------------------ fuzzing (bounded)

@@ -177,7 +177,7 @@ fn run() -> Result<()> {
         tch::manual_seed(1);
         let (vs, _net) = training::build_model(Device::Cpu, 10, false)?;
         let mut report = checkpoint_load(&vs, args.reps)?;
-        report["implementation"] = "rust (tch 0.26, libtorch 2.13.0)".into();
+        report["implementation"] = format!("rust ({})", tch_alexnet::versions::summary()).into();
         report["threads"] = args.threads.into();
         return write_report(&args, &report);
     }
@@ -298,7 +298,7 @@ fn run() -> Result<()> {
     let checkpoint = checkpoint_load(&vs, args.reps)?;
 
     let mut report = serde_json::json!({
-        "implementation": "rust (tch 0.26, libtorch 2.13.0)",
+        "implementation": format!("rust ({})", tch_alexnet::versions::summary()),
         "device": tch_alexnet::device::device_name(device),
         "threads": args.threads,
         "batch_size": bs,

@@ -8,7 +8,8 @@
 //! tch's `vision::cifar::load_dir` reads the same files, but copies image by image into a float
 //! tensor (4 bytes a pixel, 60,000 small copies); here each file becomes one `uint8` tensor
 //! with a single copy, 4× smaller, and the conversion to float happens per batch on the
-//! training device. `cargo run --release --example bench_data` measures both.
+//! training device. `cargo run --release --example bench` measures both (`load_seconds`,
+//! `load_seconds_tch_load_dir`).
 
 use std::path::{Path, PathBuf};
 

@@ -12,6 +12,7 @@ use crate::data::split::SplitRng;
 use crate::data::transforms;
 use crate::model;
 use crate::train::optim::lr_scheduler::ScheduleSpec;
+use crate::versions::{self, LoadedLibtorch};
 
 /// The optimizer of a run: PyTorch's `SGD` (the recipe), `Adam` or `AdamW`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -252,8 +253,14 @@ pub struct RunInfo {
     pub resolved_device: String,
     pub libtorch_threads: i32,
     pub crate_version: String,
+    /// The tch crate the program was built with (its `Cargo.lock` entry).
     pub tch_version: String,
+    /// The libtorch the program was compiled against (its headers' version).
     pub libtorch_version: String,
+    /// The libtorch the run loaded (path and, where the files beside it say, version): it may
+    /// differ from the one compiled against (`LD_LIBRARY_PATH`). Absent in older runs.
+    #[serde(default)]
+    pub libtorch_loaded: Option<LoadedLibtorch>,
     pub cuda_available: bool,
     pub mean: [f64; 3],
     pub std: [f64; 3],
@@ -279,8 +286,9 @@ impl RunInfo {
             resolved_device: crate::device::device_name(device),
             libtorch_threads: tch::get_num_threads(),
             crate_version: env!("CARGO_PKG_VERSION").to_string(),
-            tch_version: "0.26".to_string(),
-            libtorch_version: "2.13.0".to_string(),
+            tch_version: versions::tch_built_with().to_string(),
+            libtorch_version: versions::libtorch_built_against().to_string(),
+            libtorch_loaded: versions::loaded_libtorch(),
             cuda_available: tch::Cuda::is_available(),
             mean: transforms::CIFAR_MEAN,
             std: transforms::CIFAR_STD,

@@ -559,8 +559,14 @@ pub fn train_step_with(
     settings: &StepSettings,
     after_backward: impl FnOnce(&dyn Optimizer) -> Result<()>,
 ) -> Result<(Tensor, Tensor)> {
-    let amp = settings.amp;
-    let logits = tch::autocast(amp, || net.forward_t(&batch.images, true)).to_kind(Kind::Float);
+    let logits = tch::autocast(settings.amp, || net.forward_t(&batch.images, true));
+    // Autocast's bf16/f16 logits: the loss in float32, as PyTorch's autocast takes it. float32
+    // logits are used as they are, and float64 ones (a float64 model) keep float64: libtorch's
+    // `cross_entropy_loss` (what `F.cross_entropy` calls) works in the logits' own precision.
+    let logits = match logits.kind() {
+        Kind::Float | Kind::Double => logits,
+        _ => logits.to_kind(Kind::Float),
+    };
     let loss = cross_entropy(&logits, &batch.labels, settings.label_smoothing)?;
     optimizer.zero_grad();
     loss.backward();

@@ -29,14 +29,43 @@ pub fn run_reference(python: &Path, args: &[&str]) {
     assert!(out.status.success(), "reference.py {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// Says, visibly, that a check did not run for lack of `what`; with `TCH_ALEXNET_REQUIRE_ALL=1`
-/// (set by `.ci/run`) the skip is a failure instead, so that CI never goes green without the
-/// parity and real-data tests.
+/// Whether `TCH_ALEXNET_REQUIRE_ALL=1` (set by `.ci/run`): every skip CI could avoid fails.
+pub fn require_all() -> bool {
+    std::env::var("TCH_ALEXNET_REQUIRE_ALL").is_ok_and(|v| v == "1")
+}
+
+/// Says, visibly, that a check did not run for lack of `what`, something CI has (the reference
+/// Python, Gloo, the real data, root, AVX-512); with `TCH_ALEXNET_REQUIRE_ALL=1` the skip is a
+/// failure instead, so that CI never goes green without the checks it can run.
 pub fn skip_or_fail(what: &str) {
-    if std::env::var("TCH_ALEXNET_REQUIRE_ALL").is_ok_and(|v| v == "1") {
+    if require_all() {
         panic!("TCH_ALEXNET_REQUIRE_ALL=1 but this check cannot run: {what}");
     }
     eprintln!("SKIPPED: {what}");
+}
+
+/// The file `scripts/test` names in this variable (and empties before `cargo test`), where
+/// [`skip_hardware`] records each check that did not run; it prints them, counted, at the end.
+pub const HARDWARE_SKIPS_VAR: &str = "TCH_ALEXNET_HARDWARE_SKIPS";
+
+/// Says that a check did not run for lack of hardware CI does not have (a GPU): never a
+/// failure, but never silent either: besides the `SKIPPED` line (which `cargo test` hides for
+/// passing tests) it appends `what` to the list that `scripts/test` prints at the end.
+pub fn skip_hardware(what: &str) {
+    eprintln!("SKIPPED (hardware): {what}");
+    let Some(list) = std::env::var_os(HARDWARE_SKIPS_VAR) else { return };
+    use std::io::Write;
+    let line = format!("{what}\n");
+    // One write of one short line on an append-mode file: lines of tests running in parallel
+    // do not interleave.
+    let appended = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&list)
+        .and_then(|mut f| f.write_all(line.as_bytes()));
+    if let Err(e) = appended {
+        panic!("cannot record the skip in {} ({HARDWARE_SKIPS_VAR}): {e}", Path::new(&list).display());
+    }
 }
 
 /// Skips a parity test, visibly, when no reference Python exists (fails under
@@ -62,6 +91,49 @@ pub fn max_abs_diff(a: &tch::Tensor, b: &tch::Tensor) -> f64 {
     (a.to_kind(tch::Kind::Double) - b.to_kind(tch::Kind::Double)).abs().max().double_value(&[])
 }
 
+/// A parity test's tolerance for values of magnitude up to `scale` in `kind`: `bound` (each test
+/// sets it at about ten times the largest difference measured, and says so), but never below
+/// four units in the last place of `kind` at that magnitude.
+pub fn tolerance(bound: f64, kind: tch::Kind, scale: f64) -> f64 {
+    let epsilon = match kind {
+        tch::Kind::Double => f64::EPSILON,
+        tch::Kind::BFloat16 => 2f64.powi(-7),
+        tch::Kind::Half => 2f64.powi(-10),
+        _ => f32::EPSILON as f64,
+    };
+    bound.max(4.0 * epsilon * scale)
+}
+
+/// Max absolute value of a tensor.
+pub fn max_abs(t: &tch::Tensor) -> f64 {
+    t.to_kind(tch::Kind::Double).abs().max().double_value(&[])
+}
+
+/// Compares same-named tensors: prints the largest difference (`what: max |diff| = ...`), then
+/// asserts that each is within [`tolerance`]`(bound, ...)` at its own magnitude. Returns the
+/// largest difference.
+pub fn assert_all_close(
+    what: &str,
+    ours: &std::collections::BTreeMap<String, tch::Tensor>,
+    theirs: &std::collections::BTreeMap<String, tch::Tensor>,
+    bound: f64,
+) -> f64 {
+    assert_eq!(ours.keys().collect::<Vec<_>>(), theirs.keys().collect::<Vec<_>>(), "{what}: names differ");
+    let diffs: Vec<(&String, f64, f64)> = ours
+        .iter()
+        .map(|(name, t)| {
+            let theirs = &theirs[name];
+            (name, max_abs_diff(t, theirs), tolerance(bound, theirs.kind(), max_abs(theirs)))
+        })
+        .collect();
+    let (worst_name, worst) = diffs.iter().fold(("", -1.0), |w, d| if d.1 > w.1 { (d.0.as_str(), d.1) } else { w });
+    eprintln!("{what}: max |diff| = {worst:.3e} ({worst_name}; tolerance {bound:.1e})");
+    let bad: Vec<String> =
+        diffs.iter().filter(|d| d.1 > d.2).map(|(n, d, tol)| format!("{n}: {d:.3e} > {tol:.1e}")).collect();
+    assert!(bad.is_empty(), "{what}: {bad:?}");
+    worst
+}
+
 /// Path of a compiled example (`train`, `evaluate`, `predict`), built on first use so that
 /// `cargo test --test <one>` works too.
 pub fn example_bin(name: &str) -> PathBuf {
@@ -79,11 +151,12 @@ pub fn example_bin(name: &str) -> PathBuf {
     exe.parent().unwrap().parent().unwrap().join("examples").join(name)
 }
 
-/// A full-size synthetic CIFAR-10 folder (class-coloured images), written once per machine
-/// under cargo's target tmp dir.
+/// A full-size synthetic CIFAR-10 folder (stripes: colour and orientation make the class, see
+/// `data::synthetic`), written once per machine under cargo's target tmp dir; the folder's name
+/// changes with the pattern, so that a folder of an older pattern is never reused.
 pub fn synthetic_data_dir() -> PathBuf {
     static WRITTEN: std::sync::Once = std::sync::Once::new();
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("synthetic-cifar10");
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("synthetic-cifar10-stripes");
     WRITTEN.call_once(|| {
         if tch_alexnet::data::cifar::check_dir(&dir).is_ok() {
             return;
