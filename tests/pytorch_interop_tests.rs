@@ -31,6 +31,8 @@ use tch_alexnet::train::TrainConfig;
 /// weights and buffers 3.7e-9, momentum 1.5e-8), never below four float32 ulps.
 const STATE_TOLERANCE: f64 = 4e-8;
 const MOMENTUM_TOLERANCE: f64 = 1.5e-7;
+/// Weights and Adam moments after PyTorch's two AdamW steps and one here.
+const ADAM_TOLERANCE: f64 = 1e-5;
 
 /// Runs tests/fixtures/pytorch_interop.py with `args`; panics with its stderr on failure and
 /// returns its stdout.
@@ -223,7 +225,7 @@ fn a_pytorch_adamw_run_with_a_schedule_continues_here_step_for_step() {
         let theirs = torch_state.get(&name).or_else(|| torch_adam.get(&name)).unwrap();
         let diff = common::max_abs_diff(t, theirs);
         worst = worst.max(diff);
-        assert!(diff <= TOLERANCE, "{name} differs from PyTorch's by {diff:.3e}");
+        assert!(diff <= ADAM_TOLERANCE, "{name} differs from PyTorch's by {diff:.3e}");
     }
     eprintln!("PyTorch AdamW+cosine 2 steps + Rust 1: weights and Adam moments vs PyTorch: max |diff| = {worst:.3e}");
 }
