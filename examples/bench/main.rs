@@ -185,7 +185,7 @@ fn run() -> Result<()> {
         tch::set_num_threads(args.threads as i32);
         let device = tch_alexnet::device::parse_device(&args.device)?;
         let mut report = optimizer_step::measure(device, args.reps)?;
-        report["implementation"] = "rust (tch 0.26, libtorch 2.13.0)".into();
+        report["implementation"] = format!("rust ({})", tch_alexnet::versions::summary()).into();
         report["threads"] = args.threads.into();
         return write_report(&args, &report);
     }
