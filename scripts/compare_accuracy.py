@@ -3,7 +3,7 @@
 
 Two subcommands, run by scripts/compare-accuracy:
 
-    compare_accuracy.py pytorch --data-dir DIR --seed S --out RESULT.json [limits]
+    compare_accuracy.py pytorch --data-dir DIR --seed S [--split-seed 1] --out RESULT.json [limits]
         The tutorial's loop (SGD 0.005/0.9/5e-3, batch 64, per-image PIL transforms, a
         SubsetRandomSampler over the NumPy split), on the first N images of each split as
         `train --limit-*` takes them, then test accuracy. Writes {"seed", "test_acc", ...}.
@@ -64,7 +64,7 @@ def cmd_pytorch(args):
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     (train_x, train_y), (test_x, test_y) = load_cifar(args.data_dir)
-    train_idx, val_idx = split(len(train_y), 0.1, args.seed)
+    train_idx, val_idx = split(len(train_y), 0.1, args.split_seed)
     train_idx, val_idx = train_idx[: args.limit_train], val_idx[: args.limit_val]
     train_tf, eval_tf = recipe_transforms()
     if args.as_written:  # the tutorial tests with ImageNet's statistics
@@ -93,7 +93,7 @@ def cmd_pytorch(args):
         val_accs.append(accuracy(model, val_loader, not args.as_written))
         print(f"pytorch seed {args.seed}: epoch {epoch + 1}/{args.epochs}, val acc {val_accs[-1]:.4f}", file=sys.stderr)
     test_acc = accuracy(model, test_loader, not args.as_written)
-    result = {"side": "pytorch", "seed": args.seed, "test_acc": test_acc, "val_acc": val_accs, "seconds": time.time() - started}
+    result = {"side": "pytorch", "seed": args.seed, "split_seed": args.split_seed, "test_acc": test_acc, "val_acc": val_accs, "seconds": time.time() - started}
     with open(args.out, "w") as f:
         json.dump(result, f)
 
@@ -182,7 +182,8 @@ def main():
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("pytorch")
     p.add_argument("--data-dir", required=True)
-    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--seed", type=int, required=True, help="torch.manual_seed: initial weights, sampler order, flips, dropout")
+    p.add_argument("--split-seed", type=int, default=1, help="np.random.seed of the split (the tutorial's: 1)")
     p.add_argument("--out", required=True)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--limit-train", type=int, default=2000)
