@@ -315,10 +315,12 @@ fn pt_eq(a: &PtValue, b: &PtValue, path: &str) -> Result<(), String> {
         (P::List(x), P::List(y)) | (P::Tuple(x), P::Tuple(y)) if x.len() == y.len() => {
             x.iter().zip(y).enumerate().try_for_each(|(i, (x, y))| pt_eq(x, y, &format!("{path}[{i}]")))
         }
-        (P::Dict(x), P::Dict(y)) | (P::Counter(x), P::Counter(y)) if x.len() == y.len() => x.iter().zip(y).try_for_each(|((kx, vx), (ky, vy))| {
-            pt_eq(kx, ky, &format!("{path} key"))?;
-            pt_eq(vx, vy, &format!("{path}[{kx:?}]"))
-        }),
+        (P::Dict(x), P::Dict(y)) | (P::Counter(x), P::Counter(y)) if x.len() == y.len() => {
+            x.iter().zip(y).try_for_each(|((kx, vx), (ky, vy))| {
+                pt_eq(kx, ky, &format!("{path} key"))?;
+                pt_eq(vx, vy, &format!("{path}[{kx:?}]"))
+            })
+        }
         _ => Err(format!("{path}: {a:?} != {b:?}")),
     }
 }

@@ -1,4 +1,5 @@
-//! The training curves (`curves.svg`): loss and accuracies per epoch, drawn with plotters.
+//! The training curves (`curves.svg`): loss, accuracies and the learning rate per epoch, drawn
+//! with plotters.
 
 use std::path::Path;
 
@@ -6,13 +7,15 @@ use plotters::prelude::*;
 
 use crate::train::metrics::EpochMetrics;
 
-/// Draws train/validation loss (left) and accuracy (right) per epoch into an SVG file.
+/// Draws train/validation loss (left), accuracy (middle) and the learning rate at each epoch's
+/// end (right, as `metrics.jsonl` records it) into an SVG file.
 pub fn write_curves(path: &Path, history: &[EpochMetrics]) -> anyhow::Result<()> {
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (1000, 420)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (1500, 420)).into_drawing_area();
         root.fill(&WHITE)?;
-        let (left, right) = root.split_horizontally(500);
+        let (left, rest) = root.split_horizontally(500);
+        let (right, lr_area) = rest.split_horizontally(500);
         let last_epoch = history.last().map_or(1, |m| m.epoch).max(1) as f64;
         // Whole epochs only on the x axis, at most about ten of them.
         let epoch_labels = (last_epoch as usize + 1).min(11);
@@ -55,7 +58,7 @@ pub fn write_curves(path: &Path, history: &[EpochMetrics]) -> anyhow::Result<()>
             .margin(10)
             .x_label_area_size(35)
             .y_label_area_size(50)
-            .build_cartesian_2d(x_range, 0.0..100.0)?;
+            .build_cartesian_2d(x_range.clone(), 0.0..100.0)?;
         chart.configure_mesh().x_desc("epoch").x_labels(epoch_labels).x_label_formatter(&epoch_label).draw()?;
         chart.draw_series(series(|m| 100.0 * m.train_acc).map(|p| Circle::new(p, 3, BLUE.filled())))?;
         chart.draw_series(series(|m| 100.0 * m.val_acc).map(|p| Circle::new(p, 3, RED.filled())))?;
@@ -73,6 +76,24 @@ pub fn write_curves(path: &Path, history: &[EpochMetrics]) -> anyhow::Result<()>
             .border_style(BLACK)
             .background_style(WHITE)
             .draw()?;
+
+        // The schedule as it went: a constant recipe draws a flat line.
+        let max_lr = history.iter().map(|m| m.lr).filter(|v| v.is_finite()).fold(0.0f64, f64::max).max(1e-12) * 1.1;
+        let mut chart = ChartBuilder::on(&lr_area)
+            .caption("learning rate", ("sans-serif", 20))
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(70)
+            .build_cartesian_2d(x_range, 0.0..max_lr)?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .x_labels(epoch_labels)
+            .x_label_formatter(&epoch_label)
+            .y_label_formatter(&|y| format!("{y:.1e}"))
+            .draw()?;
+        chart.draw_series(series(|m| m.lr).map(|p| Circle::new(p, 3, GREEN.filled())))?;
+        chart.draw_series(LineSeries::new(series(|m| m.lr), GREEN.stroke_width(2)))?;
         root.present()?;
     }
     crate::formats::atomic::write_atomically(path, svg.as_bytes())?;
@@ -91,7 +112,7 @@ mod tests {
                 train_acc: 0.1 + 0.05 * e as f64,
                 val_loss: 2.0 / e as f64,
                 val_acc: if e == 1 { f64::NAN } else { 0.12 + 0.04 * e as f64 },
-                lr: 0.005,
+                lr: 0.005 / e as f64,
                 seconds: 1.0,
                 images_per_sec: 1.0,
                 allreduce_seconds: None,
@@ -109,8 +130,9 @@ mod tests {
             write_curves(&path, &history(epochs)).unwrap();
             let svg = std::fs::read_to_string(&path).unwrap();
             assert!(svg.starts_with("<svg") && svg.contains("epoch") && svg.contains("accuracy"));
-            // One marker per epoch for train loss and train accuracy, at least.
-            assert!(svg.matches("<circle").count() >= 2 * epochs, "{epochs} epochs");
+            assert!(svg.contains("learning rate"), "no learning-rate panel");
+            // One marker per epoch for train loss, train accuracy and the learning rate, at least.
+            assert!(svg.matches("<circle").count() >= 3 * epochs, "{epochs} epochs");
         }
         if std::env::var_os("KEEP_PLOTS").is_none() {
             let _ = std::fs::remove_dir_all(&dir);
