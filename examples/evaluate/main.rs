@@ -66,7 +66,7 @@ fn run() -> Result<()> {
     let batches =
         Batches::new(&setup.data.test_images, &setup.data.test_labels, &indices, args.batch_size, &setup.preprocess);
     eprintln!("Evaluating {} test images", indices.len());
-    let result = evaluation::evaluate(&net, batches, args.amp);
+    let result = evaluation::evaluate(&net, net.num_classes(), batches, args.amp);
 
     // With `--json -` the JSON alone goes to standard output (for `| jq`), the table to stderr.
     let json_to_stdout = args.json.as_ref().is_some_and(|p| p.as_os_str() == "-");

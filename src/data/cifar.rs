@@ -13,7 +13,9 @@
 
 use std::path::{Path, PathBuf};
 
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
+
+use crate::data::dataset::{FileFingerprint, ImageDataset};
 
 pub const IMAGE_SIZE: i64 = 32;
 pub const CHANNELS: i64 = 3;
@@ -48,50 +50,6 @@ pub enum DataError {
     BadLabel { path: PathBuf, record: usize, label: u8 },
     #[error("cannot read {path}: {err}")]
     Io { path: PathBuf, err: std::io::Error },
-}
-
-/// The 60,000 images as `uint8 [N, 3, 32, 32]` and labels as `int64 [N]`, on one device.
-#[derive(Debug)]
-pub struct Cifar10 {
-    pub train_images: Tensor,
-    pub train_labels: Tensor,
-    pub test_images: Tensor,
-    pub test_labels: Tensor,
-    /// Size and hash of each file read, in load order: what `config.json` records so that a
-    /// resumed run can tell whether its data changed.
-    pub fingerprint: Vec<FileFingerprint>,
-}
-
-/// One data file as a run saw it: its name, size and XXH3-64 hash (about 10 GB/s, so the
-/// 184 MB of CIFAR-10 cost some 20 ms to hash).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct FileFingerprint {
-    pub file: String,
-    pub bytes: u64,
-    pub xxh3: String,
-}
-
-impl FileFingerprint {
-    pub fn of(name: &str, bytes: &[u8]) -> Self {
-        Self {
-            file: name.to_string(),
-            bytes: bytes.len() as u64,
-            xxh3: format!("{:016x}", xxhash_rust::xxh3::xxh3_64(bytes)),
-        }
-    }
-}
-
-impl Cifar10 {
-    /// Moves the whole data set to `device` once, so that a batch costs only indexing there.
-    pub fn to_device(&self, device: Device) -> Cifar10 {
-        Cifar10 {
-            train_images: self.train_images.to_device(device),
-            train_labels: self.train_labels.to_device(device),
-            test_images: self.test_images.to_device(device),
-            test_labels: self.test_labels.to_device(device),
-            fingerprint: self.fingerprint.clone(),
-        }
-    }
 }
 
 /// Checks that `dir` holds the six batch files with their exact sizes.
@@ -147,7 +105,7 @@ fn read_file(dir: &Path, name: &str) -> Result<(Tensor, Tensor, FileFingerprint)
 }
 
 /// Loads the folder `dir` (the one holding `data_batch_1.bin` …) on the CPU.
-pub fn load_dir(dir: &Path) -> Result<Cifar10, DataError> {
+pub fn load_dir(dir: &Path) -> Result<ImageDataset, DataError> {
     check_dir(dir)?;
     let mut train_images = Vec::with_capacity(TRAIN_FILES.len());
     let mut train_labels = Vec::with_capacity(TRAIN_FILES.len());
@@ -160,7 +118,10 @@ pub fn load_dir(dir: &Path) -> Result<Cifar10, DataError> {
     }
     let (test_images, test_labels, file) = read_file(dir, TEST_FILE)?;
     fingerprint.push(file);
-    Ok(Cifar10 {
+    Ok(ImageDataset {
+        name: "CIFAR-10".into(),
+        num_classes: NUM_CLASSES,
+        class_names: CLASS_NAMES.map(String::from).to_vec(),
         train_images: Tensor::cat(&train_images, 0),
         train_labels: Tensor::cat(&train_labels, 0),
         test_images,

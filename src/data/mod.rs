@@ -1,6 +1,7 @@
 //! Stage 1, the data: CIFAR-10 on disk (checked, fetched when missing), the seeded split, and
 //! the batched pipeline that flips, normalises and resizes each batch on the device.
 //!
+//! - [`dataset`]: a data set in memory, whatever its source ([`dataset::ImageDataset`]).
 //! - [`download`], [`cifar`]: the data set's files, fetched and parsed.
 //! - [`split`]: the train/validation split and each epoch's order and flips.
 //! - [`batches`], [`transforms`], [`resize`]: batches as the model sees them.
@@ -8,8 +9,11 @@
 
 pub mod batches;
 pub mod cifar;
+pub mod dataset;
 pub mod download;
 pub mod resize;
 pub mod split;
 pub mod synthetic;
 pub mod transforms;
+
+pub use dataset::{FileFingerprint, ImageDataset};

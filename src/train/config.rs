@@ -7,9 +7,9 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
-use crate::data::cifar::FileFingerprint;
 use crate::data::split::SplitRng;
 use crate::data::transforms;
+use crate::data::FileFingerprint;
 use crate::model;
 use crate::train::optim::lr_scheduler::ScheduleSpec;
 use crate::versions::{self, LoadedLibtorch};

@@ -5,7 +5,6 @@ use tch::nn::ModuleT;
 use tch::{Kind, Tensor};
 
 use crate::data::batches::Batches;
-use crate::model::AlexNet;
 
 /// What one evaluation pass measured.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -33,19 +32,25 @@ impl EvalResult {
     }
 }
 
-/// Runs `model` in eval mode (running BatchNorm statistics, no dropout) over `batches`.
+/// Runs `model`, a classifier of `classes` classes, in eval mode (running BatchNorm statistics,
+/// no dropout) over `batches`.
 /// `amp` turns on autocast (CUDA only; a no-op on the CPU). On a terminal a bar shows the
 /// batches done and the time left (a pass over 10,000 images takes minutes on a CPU).
-pub fn evaluate(model: &AlexNet, batches: Batches<'_>, amp: bool) -> EvalResult {
+pub fn evaluate(model: &dyn ModuleT, classes: i64, batches: Batches<'_>, amp: bool) -> EvalResult {
     let bar = crate::progress::steps_bar(batches.steps() as u64, "evaluating".to_string());
-    let result = evaluate_quietly(model, batches, amp, || bar.inc(1));
+    let result = evaluate_quietly(model, classes, batches, amp, || bar.inc(1));
     bar.finish_and_clear();
     result
 }
 
 /// [`evaluate`] with `on_batch` called after each batch instead of a bar.
-pub fn evaluate_quietly(model: &AlexNet, batches: Batches<'_>, amp: bool, mut on_batch: impl FnMut()) -> EvalResult {
-    let classes = model.num_classes();
+pub fn evaluate_quietly(
+    model: &dyn ModuleT,
+    classes: i64,
+    batches: Batches<'_>,
+    amp: bool,
+    mut on_batch: impl FnMut(),
+) -> EvalResult {
     let device = batches.device();
     let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
     let mut confusion = Tensor::zeros([classes * classes], (Kind::Int64, device));

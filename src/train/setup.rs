@@ -6,17 +6,17 @@ use std::time::Instant;
 use anyhow::Result;
 use tch::{nn, Device};
 
-use crate::data::cifar;
 use crate::data::download::{self, Source};
 use crate::data::split::{self, Split};
 use crate::data::transforms::{self, Preprocess};
+use crate::data::{cifar, ImageDataset};
 use crate::model::{self, AlexNet};
 use crate::train::config::TrainConfig;
 
 /// The device, data, split and model a run (or an evaluation) works with.
 pub struct Setup {
     pub device: Device,
-    pub data: cifar::Cifar10,
+    pub data: ImageDataset,
     pub split: Split,
     pub preprocess: Preprocess,
     pub channels_last: bool,

@@ -468,9 +468,9 @@ impl Trainer<'_> {
         let shard = self.dp.shard_eval(indices);
         let batches = Batches::new(images, labels, &shard, self.config.batch_size, &self.setup.preprocess);
         let local = if self.dp.is_main() {
-            evaluation::evaluate(net, batches, self.config.amp)
+            evaluation::evaluate(net, self.config.num_classes, batches, self.config.amp)
         } else {
-            evaluation::evaluate_quietly(net, batches, self.config.amp, || {})
+            evaluation::evaluate_quietly(net, self.config.num_classes, batches, self.config.amp, || {})
         };
         self.dp.merge_eval(local)
     }
@@ -545,7 +545,12 @@ impl StepSettings {
 
 /// One optimisation step of the recipe: forward in train mode, cross-entropy, backward, update.
 /// Returns the (detached) loss and logits; nothing is read back to the host.
-pub fn train_step(net: &AlexNet, optimizer: &mut dyn Optimizer, batch: &Batch, amp: bool) -> Result<(Tensor, Tensor)> {
+pub fn train_step(
+    net: &dyn ModuleT,
+    optimizer: &mut dyn Optimizer,
+    batch: &Batch,
+    amp: bool,
+) -> Result<(Tensor, Tensor)> {
     train_step_with(net, optimizer, batch, &StepSettings::recipe(amp), |_| Ok(()))
 }
 
@@ -553,7 +558,7 @@ pub fn train_step(net: &AlexNet, optimizer: &mut dyn Optimizer, batch: &Batch, a
 /// gradients before clipping and the update (data-parallel training averages them there, so
 /// the norm clipped is that of the averaged gradients, as under DDP).
 pub fn train_step_with(
-    net: &AlexNet,
+    net: &dyn ModuleT,
     optimizer: &mut dyn Optimizer,
     batch: &Batch,
     settings: &StepSettings,
