@@ -245,7 +245,12 @@ fn forward_and_training_steps_match_pytorch(python: &std::path::Path, channels_l
         EVAL_LOGITS,
     );
 
-    let mut sgd = tch_alexnet::train::optimizer_setup::build_optimizer(&vs, &Default::default()).unwrap();
+    let mut sgd = tch_alexnet::train::optimizer_setup::build_optimizer(
+        &vs,
+        &tch_alexnet::model::parameter_names(),
+        &Default::default(),
+    )
+    .unwrap();
     let mut losses = Vec::new();
     for _ in 0..2 {
         sgd.zero_grad();

@@ -60,7 +60,7 @@ fn run() -> Result<()> {
     let device = tch_alexnet::device::parse_device(&args.data.device)?;
     // The checkpoint first: a wrong path should fail before the data set is loaded.
     let (_vs, net) = inference::load_model(&args.checkpoint, args.key.as_deref(), device, true)?;
-    let setup = training::setup(&config, &mut |line| eprintln!("{line}"))?;
+    let setup = training::setup(&config, &tch_alexnet::train::Zoo, &mut |line| eprintln!("{line}"))?;
     let n_test = setup.data.test_labels.size()[0];
     let indices: Vec<i64> = (0..n_test.min(args.limit_test.unwrap_or(usize::MAX) as i64)).collect();
     let batches =

@@ -6,6 +6,9 @@
 //! Python original and weights move both ways (see [`crate::formats::safetensors`]).
 
 pub mod layers;
+pub mod network;
+
+pub use network::{ModelKind, Network};
 
 use tch::nn::{self, ModuleT};
 use tch::{Kind, Tensor};

@@ -36,6 +36,7 @@ use crate::formats::safetensors::{self as checkpoint, CheckpointError, Metadata}
 use crate::formats::state_dict;
 use crate::formats::training_checkpoint::{PytorchOptimizer, TrainingCheckpoint};
 use crate::train::config::{OptimizerKind, TrainConfig};
+use crate::train::experiment::Experiment;
 use crate::train::metrics::{EpochMetrics, EpochSums};
 use crate::train::optim::lr_scheduler::LrScheduler;
 use crate::train::optim::param_groups::Hyper;
@@ -355,10 +356,14 @@ pub fn config_of_pytorch_checkpoint(path: &Path, config: &TrainConfig) -> Result
 /// The last complete checkpoint of a run folder as a PyTorch training checkpoint: weights,
 /// the optimizer's state dict (with the schedule's keys in its `param_groups`, as PyTorch
 /// keeps them), the schedule's state dict, and the completed epochs.
-pub fn last_as_training_checkpoint(run_dir: &Path, config: &TrainConfig) -> Result<(TrainingCheckpoint, LoopState)> {
+pub fn last_as_training_checkpoint(
+    experiment: &dyn Experiment,
+    run_dir: &Path,
+    config: &TrainConfig,
+) -> Result<(TrainingCheckpoint, LoopState)> {
     let pair = read_last(run_dir)?;
-    let (vs, _net) = crate::train::setup::build_model(tch::Device::Cpu, config.num_classes, false)?;
-    let mut optimizer = optimizer_setup::build_optimizer(&vs, config)?;
+    let (vs, net) = crate::train::setup::build_network(experiment, config, tch::Device::Cpu, false)?;
+    let mut optimizer = optimizer_setup::build_optimizer(&vs, &net.parameter_names(), config)?;
     optimizer.load_state(&pair.saved_state(optimizer.as_ref())?)?;
     let mut state_dict = optimizer.state_dict();
     if let Some(schedule) = &pair.state.schedule {
