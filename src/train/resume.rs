@@ -86,11 +86,18 @@ pub fn explain(err: CheckpointError) -> anyhow::Error {
 }
 
 /// Saves the weights, the optimizer's state and `state` as a crash-consistent pair (see the
-/// module header), then `metrics.jsonl`. A failure replaces nothing.
-pub fn save_last(run_dir: &Path, vs: &nn::VarStore, optimizer: &dyn Optimizer, state: &mut LoopState) -> Result<()> {
+/// module header), then `metrics.jsonl`. A failure replaces nothing. `metadata` goes into both
+/// files' headers (the network's name, ...), beside the pair's id and position.
+pub fn save_last(
+    run_dir: &Path,
+    vs: &nn::VarStore,
+    optimizer: &dyn Optimizer,
+    metadata: &Metadata,
+    state: &mut LoopState,
+) -> Result<()> {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     state.checkpoint_id = format!("{}-{}-{}-{nanos}", state.epoch, state.step, std::process::id());
-    let mut meta = Metadata::new();
+    let mut meta = metadata.clone();
     meta.insert("checkpoint_id".into(), state.checkpoint_id.clone());
     meta.insert("epoch".into(), state.epoch.to_string());
     meta.insert("step".into(), state.step.to_string());

@@ -95,7 +95,8 @@ impl Trainer<'_> {
                 snapshot.sums = self.dp.global_sums(&self.state.sums, &local)?;
                 snapshot.seconds = run_started.elapsed().as_secs_f64();
                 if self.dp.is_main() {
-                    resume::save_last(self.dir, &self.vs, self.optimizer.as_ref(), &mut snapshot)?;
+                    let meta = self.checkpoint_metadata();
+                    resume::save_last(self.dir, &self.vs, self.optimizer.as_ref(), &meta, &mut snapshot)?;
                 }
                 if interrupted {
                     bar.abandon();
@@ -135,7 +136,8 @@ impl Trainer<'_> {
         )
     }
 
-    /// Validates, records the epoch's metrics, and saves the checkpoints and curves.
+    /// Validates (and tests, with `test_every_epoch`), records the epoch's metrics, and saves
+    /// the checkpoints and curves.
     pub(super) fn end_epoch(&mut self, sums: EpochSums, run_started: Instant, log: &mut dyn FnMut(&str)) -> Result<()> {
         let config = self.config;
         let allreduce = self.dp.take_allreduce_time();
@@ -145,6 +147,10 @@ impl Trainer<'_> {
         // Every rank validates with rank 0's statistics, as DDP's next forward would sync them.
         self.dp.sync_buffers(&self.vs)?;
         let valid = self.evaluate(self.net.as_ref(), &self.subsets.valid, false)?;
+        let test = match config.test_every_epoch {
+            true => Some(self.evaluate(self.net.as_ref(), &self.subsets.test, true)?),
+            false => None,
+        };
         let metrics = EpochMetrics {
             epoch: self.state.epoch + 1,
             train_loss: sums.mean_loss(),
@@ -158,9 +164,15 @@ impl Trainer<'_> {
             images_per_sec: sums.seen as f64 / sums.train_seconds.max(1e-9),
             allreduce_seconds: (self.dp.world_size() > 1).then_some(allreduce.as_secs_f64()),
             steps: (self.dp.world_size() > 1).then_some(steps),
+            test_loss: test.as_ref().map(|t| t.loss),
+            test_acc: test.as_ref().map(|t| t.accuracy),
+        };
+        let tested = match &test {
+            Some(t) => format!(", test loss {:.4}, test acc {:.2}%", t.loss, 100.0 * t.accuracy),
+            None => String::new(),
         };
         log(&format!(
-            "epoch {}/{}: train loss {:.4}, train acc {:.2}%, val loss {:.4}, val acc {:.2}%, {:.1} s ({:.0} img/s)",
+            "epoch {}/{}: train loss {:.4}, train acc {:.2}%, val loss {:.4}, val acc {:.2}%{tested}, {:.1} s ({:.0} img/s)",
             metrics.epoch,
             config.epochs,
             metrics.train_loss,
@@ -170,7 +182,18 @@ impl Trainer<'_> {
             metrics.seconds,
             metrics.images_per_sec
         ));
-        let is_best = valid.images == 0 || self.state.best_val_acc.is_none_or(|b| metrics.val_acc > b);
+        // The best checkpoint is chosen by validation accuracy; without a validation split, by
+        // the test accuracy where the test set is evaluated every epoch (as pytorch-cifar
+        // does), else it is the last.
+        let chosen_by = match (valid.images > 0, &test) {
+            (true, _) => Some(metrics.val_acc),
+            (false, Some(t)) if t.images > 0 => Some(t.accuracy),
+            _ => None,
+        };
+        let is_best = match chosen_by {
+            Some(acc) => self.state.best_val_acc.is_none_or(|b| acc > b),
+            None => true,
+        };
         let state = &mut self.state;
         state.history.push(metrics.clone());
         state.epoch += 1;
@@ -178,21 +201,35 @@ impl Trainer<'_> {
         state.sums = EpochSums::default();
         state.seconds = run_started.elapsed().as_secs_f64();
         if is_best {
-            state.best_val_acc = Some(metrics.val_acc).filter(|v| v.is_finite());
+            state.best_val_acc = chosen_by.filter(|v| v.is_finite());
             state.best_epoch = Some(metrics.epoch);
         }
         self.step_schedule(StepUnit::Epoch)?;
         if !self.dp.is_main() {
             return Ok(());
         }
-        resume::save_last(self.dir, &self.vs, self.optimizer.as_ref(), &mut self.state)?;
+        resume::save_last(self.dir, &self.vs, self.optimizer.as_ref(), &self.checkpoint_metadata(), &mut self.state)?;
         if is_best {
-            self.save_best(&Metadata::from([("epoch".to_string(), metrics.epoch.to_string())]))?;
+            let mut meta = self.checkpoint_metadata();
+            meta.insert("epoch".to_string(), metrics.epoch.to_string());
+            self.save_best(&meta)?;
         }
         if let Err(e) = crate::train::plot::write_curves(&self.dir.join(CURVES_FILE), &self.state.history) {
             log(&format!("warning: could not draw {CURVES_FILE}: {e:#}"));
         }
         Ok(())
+    }
+
+    /// What every checkpoint records beside the weights: the network and the recipe, so that
+    /// `evaluate` and `predict` rebuild the right model.
+    pub(super) fn checkpoint_metadata(&self) -> Metadata {
+        let config = self.config;
+        Metadata::from([
+            ("model".to_string(), config.model.clone()),
+            ("recipe".to_string(), config.recipe.clone()),
+            ("dataset".to_string(), config.dataset.clone()),
+            ("num_classes".to_string(), config.num_classes.to_string()),
+        ])
     }
 
     pub(super) fn save_best(&self, meta: &Metadata) -> Result<()> {

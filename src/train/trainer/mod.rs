@@ -27,7 +27,7 @@ use tch::{nn, Tensor};
 
 use crate::data::batches::Batches;
 use crate::data::split;
-use crate::formats::safetensors::{self as checkpoint, Metadata};
+use crate::formats::safetensors as checkpoint;
 use crate::model::Network;
 use crate::train::config::TrainConfig;
 use crate::train::data_parallel::DataParallel;
@@ -171,8 +171,9 @@ impl Trainer<'_> {
         }
         if self.state.history.is_empty() && self.state.checkpoint_id.is_empty() && self.dp.is_main() {
             // --epochs 0: nothing trained; the initial model is what gets saved and evaluated.
-            resume::save_last(self.dir, &self.vs, self.optimizer.as_ref(), &mut self.state)?;
-            self.save_best(&Metadata::new())?;
+            let meta = self.checkpoint_metadata();
+            resume::save_last(self.dir, &self.vs, self.optimizer.as_ref(), &meta, &mut self.state)?;
+            self.save_best(&meta)?;
         }
         if self.dp.world_size() > 1 {
             let mut tensors: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
