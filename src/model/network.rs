@@ -41,6 +41,13 @@ impl std::fmt::Display for ModelKind {
 }
 
 impl ModelKind {
+    /// The state-dict key of the classifier's weight, whose rows are the classes.
+    pub fn classifier_weight(&self) -> &'static str {
+        match self {
+            ModelKind::Alexnet => "fc3.0.weight",
+        }
+    }
+
     pub fn build(&self, p: &nn::Path, num_classes: i64) -> Result<Box<dyn Network>, ModelError> {
         match self {
             ModelKind::Alexnet => Ok(Box::new(alexnet(p, num_classes)?)),

@@ -131,7 +131,7 @@ fn first_n(indices: &[i64], limit: Option<usize>) -> Vec<i64> {
 }
 
 /// Converts the 4-D (conv) weights to channels-last strides.
-fn model_to_channels_last(vs: &nn::VarStore) {
+pub fn model_to_channels_last(vs: &nn::VarStore) {
     tch::no_grad(|| {
         for (_, mut var) in vs.variables() {
             if var.dim() == 4 {
