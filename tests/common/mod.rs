@@ -29,6 +29,18 @@ pub fn run_reference(python: &Path, args: &[&str]) {
     assert!(out.status.success(), "reference.py {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// Runs `tests/fixtures/<script>` with `args`; panics with its stderr on failure and returns
+/// its stdout.
+pub fn run_fixture(python: &Path, script: &str, args: &[&str]) -> String {
+    let out = Command::new(python)
+        .arg(project_root().join("tests/fixtures").join(script))
+        .args(args)
+        .output()
+        .expect("cannot start the reference Python");
+    assert!(out.status.success(), "{script} {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Whether `TCH_ALEXNET_REQUIRE_ALL=1` (set by `.ci/run`): every skip CI could avoid fails.
 pub fn require_all() -> bool {
     std::env::var("TCH_ALEXNET_REQUIRE_ALL").is_ok_and(|v| v == "1")
