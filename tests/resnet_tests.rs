@@ -144,6 +144,8 @@ fn input_check_and_zoo() {
     let built = ModelKind::Resnet18.build(&vs.root(), 7).unwrap();
     assert_eq!(model::trainable_parameter_count(&vs), RESNET18_PARAMETERS - 3 * 513);
     assert_eq!(built.parameter_names().len(), 62);
+    let out = tch::no_grad(|| built.try_forward_t(&zeros([1, 3, 32, 32], Kind::Float), false)).unwrap();
+    assert_eq!(out.size(), vec![1, 7]);
     assert!(matches!(ModelKind::Resnet18.build(&vs.root().sub("x"), 0), Err(ModelError::NumClasses(0))));
     let alexnet = ModelKind::Alexnet.build(&vs.root().sub("a"), 10).unwrap();
     assert_eq!(alexnet.parameter_names(), model::parameter_names());

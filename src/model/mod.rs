@@ -2,7 +2,7 @@
 //! initialisation are the Python originals', and weights move both ways (see
 //! [`crate::formats::safetensors`]).
 //!
-//! - [`alexnet`]: the recipe's AlexNet with BatchNorm (re-exported here, as before the zoo).
+//! - [`mod@alexnet`]: the recipe's AlexNet with BatchNorm (re-exported here, as before the zoo).
 //! - [`resnet`]: ResNet-18 and ResNet-34 of kuangliu/pytorch-cifar.
 //! - [`layers`]: the `torch.nn` layers they are made of, for porting other networks.
 //! - [`Network`]: what the trainer needs of a network beyond `ModuleT`: its parameters' names

@@ -62,7 +62,7 @@ impl Conv2dConfig {
 
     /// What PyTorch's constructor refuses (groups that do not divide the channels), and sizes
     /// that libtorch would refuse at the first forward.
-    pub fn check(&self, c_in: i64, c_out: i64) -> Result<(), String> {
+    fn check(&self, c_in: i64, c_out: i64) -> Result<(), String> {
         let positive = [("in_channels", c_in), ("out_channels", c_out), ("groups", self.groups)]
             .into_iter()
             .chain(self.kernel.map(|k| ("kernel_size", k)))

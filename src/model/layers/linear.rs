@@ -16,7 +16,7 @@ pub fn linear(p: nn::Path, n_in: i64, n_out: i64) -> nn::Linear {
 
 /// `nn.Linear(n_in, n_out, bias=bias)` under `p`, initialised as PyTorch does and in its order:
 /// the weight from U(±[`kaiming_uniform_bound`]`(n_in)`), then the bias from U(±1/sqrt(n_in)).
-/// `[N, n_in] → [N, n_out]`.
+/// `[N, n_in] → [N, n_out]`; `n_in` ≥ 1 (PyTorch's bound 1/sqrt(n_in) is infinite at 0).
 pub fn linear_with<'a>(p: impl Borrow<nn::Path<'a>>, n_in: i64, n_out: i64, bias: bool) -> nn::Linear {
     let p = p.borrow();
     let ws = p.var("weight", &[n_out, n_in], symmetric_uniform(kaiming_uniform_bound(n_in)));
