@@ -3,7 +3,11 @@
 //! BatchNorm's statistics and counter after train-mode forwards; and PyTorch's refusals.
 //!
 //! PyTorch's side is `resnet_reference.py layers` (tests/fixtures), whose LAYER_CASES list the
-//! same cases under the same names as [`build`] here.
+//! same cases under the same names as [`build`] here. AlexNet's layers draw in their own order,
+//! which its golden runs depend on: checked here too.
+//!
+//! Every test here that draws from libtorch's generator does so under `common::with_seed`, as
+//! some compare the draws of a seed bit for bit.
 
 mod common;
 
@@ -11,6 +15,7 @@ use std::collections::BTreeMap;
 
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
+use tch_alexnet::model;
 use tch_alexnet::model::layers::{
     conv2d_with, kaiming_uniform_bound, linear_with, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d,
     Conv2dConfig, MaxPool2d,
@@ -88,9 +93,8 @@ fn layers_match_torch_nn() {
     let reference = common::tensors(&dir.path().join("layers.safetensors"));
 
     for (index, case) in CASES.iter().enumerate() {
-        tch::manual_seed(SEED + index as i64);
         let vs = nn::VarStore::new(Device::Cpu);
-        let layer = build(case, &vs.root());
+        let layer = common::with_seed(SEED + index as i64, || build(case, &vs.root()));
         // The same names, shapes, dtypes and, drawn in PyTorch's order, the same numbers.
         let init: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
         let torch_init = part(&reference, case, "init");
@@ -137,17 +141,16 @@ fn layers_match_torch_nn() {
 /// 1/sqrt(c_in / groups × kh × kw), and the biasless one has no bias.
 #[test]
 fn grouped_rectangular_conv_init_uses_the_fan_in_per_group() {
-    tch::manual_seed(0);
     let vs = nn::VarStore::new(Device::Cpu);
     let config = Conv2dConfig::new((3, 2)).groups(4).bias(false);
-    let conv = conv2d_with(vs.root() / "c", 8, 64, config).unwrap();
+    let conv = common::with_seed(0, || conv2d_with(vs.root() / "c", 8, 64, config).unwrap());
     assert_eq!(conv.ws.size(), vec![64, 2, 3, 2]);
     assert!(conv.bs.is_none() && vs.variables().len() == 1);
     let bound = 1.0 / 12f64.sqrt();
     assert!((kaiming_uniform_bound(12) - bound).abs() < 1e-15);
     let (lo, hi) = (conv.ws.min().double_value(&[]), conv.ws.max().double_value(&[]));
     assert!(lo >= -bound && hi <= bound && hi > 0.95 * bound && lo < -0.95 * bound, "[{lo}, {hi}] vs ±{bound}");
-    let xs = Tensor::randn([1, 8, 5, 4], (Kind::Float, Device::Cpu));
+    let xs = common::with_seed(1, || Tensor::randn([1, 8, 5, 4], (Kind::Float, Device::Cpu)));
     assert_eq!(xs.apply(&conv).size(), vec![1, 64, 3, 3]);
 }
 
@@ -171,7 +174,7 @@ fn invalid_settings_are_clear_errors() {
     assert!(AvgPool2d::new(2).divisor_override(Some(0)).check().is_err());
     assert!(AdaptiveAvgPool2d::new((1, -1)).check().is_err());
     // The checks refuse exactly what libtorch refuses.
-    let xs = Tensor::randn([1, 1, 9, 9], (Kind::Float, Device::Cpu));
+    let xs = common::with_seed(2, || Tensor::randn([1, 1, 9, 9], (Kind::Float, Device::Cpu)));
     for pool in [MaxPool2d::new(3).padding(2).dilation(2), MaxPool2d::new(3).padding(1).dilation(2)] {
         let libtorch = xs.f_max_pool2d(pool.kernel, pool.stride, pool.padding, pool.dilation, pool.ceil_mode);
         assert_eq!(pool.check().is_ok(), libtorch.is_ok(), "{pool:?}");
@@ -188,5 +191,36 @@ fn invalid_settings_are_clear_errors() {
             pool.divisor_override,
         );
         assert_eq!(pool.check().is_ok(), libtorch.is_ok(), "{pool:?}");
+    }
+}
+
+/// AlexNet's init draws the numbers its bit-for-bit golden runs were made with, in the same
+/// order: layer by layer, the bias, then the weight (tch's order, which the zoo's newer layers
+/// do not follow), each `zeros(shape).uniform_(-b, b)` with b = 1/sqrt(fan_in). Any change of
+/// order or kind of draw in AlexNet's construction fails here.
+#[test]
+fn alexnet_init_draws_are_unchanged() {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let _net = common::with_seed(17, || model::alexnet(&vs.root(), 10).unwrap());
+    let s: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
+    let mut layers: Vec<(String, i64, Vec<i64>)> = model::CONV_BLOCKS
+        .iter()
+        .map(|&(name, c_in, c_out, k, _, _)| (format!("{name}.0"), c_in * k * k, vec![c_out, c_in, k, k]))
+        .collect();
+    for (name, n_in, n_out) in [("fc1.1", 9216, 4096), ("fc2.1", 4096, 4096), ("fc3.0", 4096, 10)] {
+        layers.push((name.to_string(), n_in, vec![n_out, n_in]));
+    }
+    let draws = common::with_seed(17, || {
+        let draw = |shape: &[i64], bound: f64| Tensor::zeros(shape, (Kind::Float, Device::Cpu)).uniform_(-bound, bound);
+        let mut draws = Vec::new();
+        for (layer, fan_in, shape) in layers {
+            let bound = 1.0 / (fan_in as f64).sqrt();
+            draws.push((format!("{layer}.bias"), draw(&shape[..1], bound)));
+            draws.push((format!("{layer}.weight"), draw(&shape, bound)));
+        }
+        draws
+    });
+    for (name, drawn) in draws {
+        assert!(s[&name].equal(&drawn), "{name}: not the draws of the golden runs");
     }
 }

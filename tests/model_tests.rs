@@ -112,32 +112,6 @@ fn init_follows_pytorch_rules() {
     }
 }
 
-/// AlexNet's init draws the numbers its bit-for-bit golden runs were made with, in the same
-/// order: layer by layer, the bias, then the weight (tch's order, which the zoo's newer layers
-/// do not follow), each `zeros(shape).uniform_(-b, b)` with b = 1/sqrt(fan_in). Any change of
-/// order or kind of draw in AlexNet's construction fails here.
-#[test]
-fn alexnet_init_draws_are_unchanged() {
-    let (vs, _net) = new_model(17, 10);
-    let s = state(&vs);
-    tch::manual_seed(17);
-    let mut layers: Vec<(String, i64, Vec<i64>)> = model::CONV_BLOCKS
-        .iter()
-        .map(|&(name, c_in, c_out, k, _, _)| (format!("{name}.0"), c_in * k * k, vec![c_out, c_in, k, k]))
-        .collect();
-    for (name, n_in, n_out) in [("fc1.1", 9216, 4096), ("fc2.1", 4096, 4096), ("fc3.0", 4096, 10)] {
-        layers.push((name.to_string(), n_in, vec![n_out, n_in]));
-    }
-    for (layer, fan_in, shape) in layers {
-        let bound = 1.0 / (fan_in as f64).sqrt();
-        let draw = |shape: &[i64]| Tensor::zeros(shape, (Kind::Float, Device::Cpu)).uniform_(-bound, bound);
-        let bias = draw(&shape[..1]);
-        let weight = draw(&shape);
-        assert!(s[&format!("{layer}.bias")].equal(&bias), "{layer}.bias: not the draws of the golden runs");
-        assert!(s[&format!("{layer}.weight")].equal(&weight), "{layer}.weight: not the draws of the golden runs");
-    }
-}
-
 /// The same statistics as a PyTorch-initialised model, layer by layer (reference script).
 #[test]
 fn init_statistics_agree_with_pytorch() {

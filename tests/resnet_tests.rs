@@ -43,11 +43,15 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+// Every test here that draws from libtorch's generator does so under `common::with_seed`: one
+// of them compares a seeded init with PyTorch's bit for bit.
+
 fn new_resnet18(seed: i64) -> (nn::VarStore, model::ResNet) {
-    tch::manual_seed(seed);
-    let vs = nn::VarStore::new(Device::Cpu);
-    let net = model::resnet18(&vs.root(), 10).unwrap();
-    (vs, net)
+    common::with_seed(seed, || {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = model::resnet18(&vs.root(), 10).unwrap();
+        (vs, net)
+    })
 }
 
 fn state(vs: &nn::VarStore) -> BTreeMap<String, Tensor> {
@@ -89,12 +93,11 @@ fn resnet18_has_kuangliu_s_shapes_count_and_parameter_order() {
     assert_eq!(names[..4], ["conv1.weight", "bn1.weight", "bn1.bias", "layer1.0.conv1.weight"]);
     assert_eq!(names[names.len() - 2..], ["linear.weight", "linear.bias"]);
 
-    let xs = Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu));
+    let xs = common::with_seed(1, || Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu)));
     assert_eq!(tch::no_grad(|| net.forward_t(&xs, false)).size(), vec![2, 10]);
 
-    tch::manual_seed(0);
     let vs34 = nn::VarStore::new(Device::Cpu);
-    let _ = model::resnet34(&vs34.root(), 10).unwrap();
+    let _ = common::with_seed(0, || model::resnet34(&vs34.root(), 10).unwrap());
     assert_eq!(model::trainable_parameter_count(&vs34), RESNET34_PARAMETERS);
 }
 
@@ -141,13 +144,13 @@ fn input_check_and_zoo() {
     assert!(err.to_string().contains("resnet50") && err.to_string().contains("alexnet, resnet18, resnet34"), "{err}");
 
     let vs = nn::VarStore::new(Device::Cpu);
-    let built = ModelKind::Resnet18.build(&vs.root(), 7).unwrap();
+    let built = common::with_seed(0, || ModelKind::Resnet18.build(&vs.root(), 7).unwrap());
     assert_eq!(model::trainable_parameter_count(&vs), RESNET18_PARAMETERS - 3 * 513);
     assert_eq!(built.parameter_names().len(), 62);
     let out = tch::no_grad(|| built.try_forward_t(&zeros([1, 3, 32, 32], Kind::Float), false)).unwrap();
     assert_eq!(out.size(), vec![1, 7]);
     assert!(matches!(ModelKind::Resnet18.build(&vs.root().sub("x"), 0), Err(ModelError::NumClasses(0))));
-    let alexnet = ModelKind::Alexnet.build(&vs.root().sub("a"), 10).unwrap();
+    let alexnet = common::with_seed(0, || ModelKind::Alexnet.build(&vs.root().sub("a"), 10).unwrap());
     assert_eq!(alexnet.parameter_names(), model::parameter_names());
 }
 
@@ -197,9 +200,8 @@ fn names_shapes_order_and_seeded_init_are_pytorchs() {
         reference(&python, &["describe", arch, "7", s(&out)]);
         let described: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(out.join("describe.json")).unwrap()).unwrap();
-        tch::manual_seed(7);
         let vs = nn::VarStore::new(Device::Cpu);
-        let net = build(&vs.root(), 10).unwrap();
+        let net = common::with_seed(7, || build(&vs.root(), 10).unwrap());
 
         let torch_order: Vec<String> = serde_json::from_value(described["parameters"].clone()).unwrap();
         assert_eq!(net.parameter_names(), torch_order, "{arch}: parameter order");
@@ -233,13 +235,15 @@ fn forward_and_three_sgd_steps_match_pytorch() {
     let python = require_reference_python!();
     let dir = tempfile::tempdir().unwrap();
     let (vs, net) = new_resnet18(11);
-    tch::manual_seed(12);
+    let randn = |size: [i64; 4]| Tensor::randn(size, (Kind::Float, Device::Cpu));
     let mut batches = BTreeMap::new();
-    batches.insert("eval_images".to_string(), Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu)));
-    for (i, labels) in [[3i64, 7, 0, 9], [1, 1, 4, 8], [2, 6, 5, 0]].iter().enumerate() {
-        batches.insert(format!("b{}_images", i + 1), Tensor::randn([4, 3, 32, 32], (Kind::Float, Device::Cpu)));
-        batches.insert(format!("b{}_labels", i + 1), Tensor::from_slice(labels));
-    }
+    common::with_seed(12, || {
+        batches.insert("eval_images".to_string(), randn([2, 3, 32, 32]));
+        for (i, labels) in [[3i64, 7, 0, 9], [1, 1, 4, 8], [2, 6, 5, 0]].iter().enumerate() {
+            batches.insert(format!("b{}_images", i + 1), randn([4, 3, 32, 32]));
+            batches.insert(format!("b{}_labels", i + 1), Tensor::from_slice(labels));
+        }
+    });
     let (init_path, batches_path) = (dir.path().join("init.safetensors"), dir.path().join("batches.safetensors"));
     checkpoint::save_var_store(&vs, &init_path, &Default::default()).unwrap();
     checkpoint::save_tensors(&batches_path, batches.iter().map(|(k, v)| (k.as_str(), v)), &Default::default()).unwrap();
