@@ -142,7 +142,9 @@ fn a_pytorch_training_checkpoint_continues_here_step_for_step() {
     let run =
         RunDir { start: Start::PytorchCheckpoint { path: ckpt_path.clone() }, ..RunDir::new(dir.path().join("run")) };
     let mut log = Vec::new();
-    let state = resume::initial_state(&run, &vs, sgd.as_mut(), None, &mut |line| log.push(line.to_string())).unwrap();
+    let state =
+        resume::initial_state(&run, &vs, sgd.as_mut(), None, &|_| Ok(None), &mut |line| log.push(line.to_string()))
+            .unwrap();
     assert_eq!((state.epoch, state.step), (2, 0), "the run continues after the file's epoch");
     assert!(log.iter().any(|l| l.contains("after epoch 2")), "{log:?}");
     assert_eq!(vs.variables()["conv_block1.1.num_batches_tracked"].int64_value(&[]), 2);
@@ -214,7 +216,7 @@ fn a_pytorch_adamw_run_with_a_schedule_continues_here_step_for_step() {
     let schedule = tch_alexnet::train::optimizer_setup::build_schedule(opt.as_mut(), &config, 5).unwrap();
     let run =
         RunDir { start: Start::PytorchCheckpoint { path: ckpt_path.clone() }, ..RunDir::new(dir.path().join("run")) };
-    let mut state = resume::initial_state(&run, &vs, opt.as_mut(), schedule, &mut |_| {}).unwrap();
+    let mut state = resume::initial_state(&run, &vs, opt.as_mut(), schedule, &|_| Ok(None), &mut |_| {}).unwrap();
     assert_eq!(opt.name(), "AdamW");
 
     step(&net, opt.as_mut(), &batches, "b3");

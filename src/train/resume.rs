@@ -260,19 +260,21 @@ fn check_schedule(run: &RunDir, saved: Option<&LrScheduler>, fresh: Option<&LrSc
 
 /// Puts `vs` and `optimizer` where `run` starts, and returns the loop state to start from;
 /// `schedule` is the run's schedule as built for a fresh start, which a resumed run's saved
-/// one replaces.
+/// one replaces; `build_schedule` builds it again on the optimizer as loaded.
 pub fn initial_state(
     run: &RunDir,
     vs: &nn::VarStore,
     optimizer: &mut dyn Optimizer,
     schedule: Option<LrScheduler>,
+    build_schedule: &dyn Fn(&mut dyn Optimizer) -> Result<Option<LrScheduler>>,
     log: &mut dyn FnMut(&str),
 ) -> Result<LoopState> {
     if run.resume {
         let mut state = load_last(&run.path, vs, optimizer)?;
-        if state.schedule.is_none() && state.epoch == 0 && state.step == 0 {
-            // Saved before the first step (`--epochs 0`): the schedule starts now.
-            state.schedule = schedule.clone();
+        if state.schedule.is_none() && state.epoch == 0 && state.step == 0 && schedule.is_some() {
+            // Saved before the first step (`--epochs 0`, which builds no schedule): the schedule
+            // starts now, and sets the first learning rate (a warm-up's) on the loaded optimizer.
+            state.schedule = build_schedule(optimizer)?;
         }
         check_schedule(run, state.schedule.as_ref(), schedule.as_ref())?;
         run_dir::check_metrics(&run.path, &state.history)?;
@@ -295,8 +297,18 @@ pub fn initial_state(
             let mut schedule = schedule;
             match (schedule.as_mut(), &ckpt.scheduler) {
                 (Some(s), Some(state)) => {
+                    let ours = s.horizon();
                     s.load_state_dict(state)
                         .with_context(|| format!("cannot restore the schedule from {}", path.display()))?;
+                    if s.horizon() != ours {
+                        bail!(
+                            "{}: the PyTorch run's schedule spans {} steps, and this run's would span {}; \
+                             give the --epochs (and --schedule-per) the PyTorch run was made with",
+                            path.display(),
+                            s.horizon().map_or("an open number of".into(), |h| h.to_string()),
+                            ours.map_or("an open number of".into(), |h| h.to_string()),
+                        );
+                    }
                     if let Some(groups) = ckpt.optimizer.get("param_groups") {
                         s.load_param_group_entries(groups)
                             .with_context(|| format!("cannot restore the schedule from {}", path.display()))?;

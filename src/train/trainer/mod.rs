@@ -105,7 +105,8 @@ pub fn train_rank(
                 log(&warning);
             }
         }
-        let state = resume::initial_state(run, &vs, optimizer.as_mut(), schedule, log)
+        let rebuild = |opt: &mut dyn Optimizer| optimizer_setup::build_schedule(opt, config, steps_per_epoch);
+        let state = resume::initial_state(run, &vs, optimizer.as_mut(), schedule, &rebuild, log)
             .inspect_err(|_| run_dir::discard_new(run))?;
         write_run_files(config, run, &setup, &state, dp.world_size())?;
         steps_log::truncate_after(&run.path, state.epoch * steps_per_epoch + state.step)?;
