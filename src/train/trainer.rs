@@ -27,6 +27,7 @@ use crate::data::batches::{Batch, Batches};
 use crate::data::split::{self, SplitFile};
 use crate::formats::safetensors::{self as checkpoint, Metadata};
 use crate::model::AlexNet;
+use crate::progress::RunEta;
 use crate::train::config::{RunInfo, TrainConfig};
 use crate::train::data_parallel::{self, DataParallel};
 use crate::train::evaluation::{self, EvalResult};
@@ -38,6 +39,7 @@ use crate::train::resume::{self, LoopState};
 use crate::train::run_dir::{self, RunDir, BEST_CHECKPOINT, CONFIG_FILE, CURVES_FILE, SPLIT_FILE, SUMMARY_FILE};
 use crate::train::setup::{self, Setup, Subsets};
 use crate::train::steps_log::{self, StepsLog, STEPS_FILE};
+use crate::train::tensorboard::{Opening, RunWriter};
 
 /// Time between two reads of the device-side loss sums (progress display, finiteness check):
 /// one host synchronisation per second, whatever the step time.
@@ -104,6 +106,15 @@ pub fn train_rank(
     };
     let state = share_start(dp, state, &vs, optimizer.as_mut())?;
     let steps_log = StepsLog::new(dp.is_main().then(|| run.file(STEPS_FILE)));
+    // TensorBoard (issue 21): rank 0's event file, and the whole run's remaining time.
+    let steps_done = state.epoch * steps_per_epoch + state.step;
+    let opening = Opening { resumed: run.resume, steps_done, steps_per_epoch };
+    let tensorboard = if dp.is_main() {
+        RunWriter::open(&run.path, opening, config, optimizer.as_ref())?
+    } else {
+        RunWriter::disabled()
+    };
+    let run_eta = RunEta::new(config.epochs * steps_per_epoch, steps_done);
     let mut trainer = Trainer {
         config,
         dir: &run.path,
@@ -115,6 +126,8 @@ pub fn train_rank(
         optimizer,
         steps_per_epoch,
         steps_log,
+        tensorboard,
+        run_eta,
         state,
     };
     trainer.run(stop, log)
@@ -243,6 +256,9 @@ struct Trainer<'a> {
     /// Optimizer steps per epoch (of this rank's share).
     steps_per_epoch: usize,
     steps_log: StepsLog,
+    /// TensorBoard (issue 21): the event file, and the whole run's remaining time.
+    tensorboard: RunWriter,
+    run_eta: RunEta,
     state: LoopState,
 }
 
@@ -334,14 +350,22 @@ impl Trainer<'_> {
                 local = sums_dev
                     .read_into(&EpochSums::default(), epoch_started.elapsed().as_secs_f64())
                     .map_err(|bad_step| self.non_finite_error(bad_step))?;
-                self.steps_log.flush()?;
+                let flushed = self.steps_log.flush()?;
                 // No collective here (reads happen at different steps on each rank): rank 0 shows
                 // its own share, a single process the whole epoch.
                 let shown = if self.dp.world_size() == 1 { self.state.sums.plus(&local) } else { local.clone() };
-                bar.set_message(format!("loss {:.4} · {:.0} img/s", shown.mean_loss(), shown.images_per_sec()));
+                // TensorBoard (issue 21): the steps just written to steps.jsonl, and the run's ETA.
+                let eta = self.run_eta.remaining(epoch * self.steps_per_epoch + self.state.step);
+                self.tensorboard.log_steps(&flushed, shown.images_per_sec(), eta)?;
+                let run_left = crate::progress::run_left(eta);
+                bar.set_message(format!(
+                    "loss {:.4} · {:.0} img/s · {run_left}",
+                    shown.mean_loss(),
+                    shown.images_per_sec()
+                ));
                 if at_plain {
                     log(&format!(
-                        "epoch {}/{} step {}/{steps} loss {:.4} {:.0} img/s",
+                        "epoch {}/{} step {}/{steps} loss {:.4} {:.0} img/s, {run_left}",
                         epoch + 1,
                         config.epochs,
                         self.state.step,
@@ -430,6 +454,8 @@ impl Trainer<'_> {
             metrics.seconds,
             metrics.images_per_sec
         ));
+        // TensorBoard (issue 21): the epoch's metrics, on disk before its checkpoint.
+        self.tensorboard.log_epoch(&metrics)?;
         let is_best = valid.images == 0 || self.state.best_val_acc.is_none_or(|b| metrics.val_acc > b);
         let state = &mut self.state;
         state.history.push(metrics.clone());
@@ -497,6 +523,8 @@ impl Trainer<'_> {
         if self.dp.is_main() {
             run_dir::write_json(&self.dir.join(SUMMARY_FILE), &summary)?;
         }
+        // TensorBoard (issue 21): the test results at the run's last step.
+        self.tensorboard.log_test(&summary, self.state.epoch * self.steps_per_epoch)?;
         log(&format!(
             "test accuracy: {:.2}% (best epoch {}), {:.2}% (last epoch); {} test images; total {:.1} s",
             100.0 * summary.test_acc_best,
