@@ -292,6 +292,37 @@ fn a_run_resumed_after_sigkill_continues_its_curves_without_a_gap_or_a_repeat() 
     let config = read["texts"]["config/text_summary"].as_array().unwrap();
     assert_eq!(config.iter().map(|t| t[0].as_u64().unwrap()).collect::<Vec<_>>(), [0, 4]);
     assert!(config[1][1].as_str().unwrap().starts_with("Resumed after step 3 (epoch 1)"), "{config:?}");
+    let files = event_file::list(&run).unwrap();
+    assert_orphans_are_written_again(&files[0], &files[1], 3);
+}
+
+/// The steps of each tag in an event file, in the file's order.
+fn steps_by_tag(path: &Path) -> BTreeMap<String, Vec<i64>> {
+    let mut tags: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for event in event_file::read_events(&std::fs::read(path).unwrap()).unwrap() {
+        if let Some(What::Summary(summary)) = &event.what {
+            for value in &summary.value {
+                tags.entry(value.tag.clone()).or_default().push(event.step);
+            }
+        }
+    }
+    tags
+}
+
+/// TensorBoard's fast loader (its Rust data server) ignores `SessionLog.START` and drops a
+/// curve's points from the first step the curve logs again: every tag that the killed run's
+/// file holds after the checkpoint's step must come again in the resumed file, first at or
+/// before those steps.
+fn assert_orphans_are_written_again(killed: &Path, resumed: &Path, checkpoint_step: i64) {
+    let again = steps_by_tag(resumed);
+    for (tag, steps) in steps_by_tag(killed) {
+        let Some(&orphan) = steps.iter().filter(|&&s| s > checkpoint_step).min() else { continue };
+        let first_again = again.get(&tag).and_then(|s| s.first());
+        assert!(
+            first_again.is_some_and(|&s| s <= orphan),
+            "{tag}: orphan at {orphan}, written again from {first_again:?}"
+        );
+    }
 }
 
 /// Two ranks: one event file, rank 0's, whose steps are those of `steps.jsonl`.

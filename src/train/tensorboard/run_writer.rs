@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `train/loss` | every [`log_every`]-th step | that batch's loss, as in `steps.jsonl` |
 //! | `lr-SGD` (`lr-SGD/pg1`, `lr-SGD/pg2` with two parameter groups) | idem | the learning rate that step used (LearningRateMonitor's names; `Adam`, `AdamW` likewise) |
-//! | `time/images_per_sec` | the last logged step of each read (about once a second) | the epoch's throughput so far, as the progress bar shows it |
+//! | `time/images_per_sec` | the last logged step of each read (about once a second), and the session's first | the epoch's throughput so far, as the progress bar shows it |
 //! | `train/loss_epoch`, `train/acc`, `val/loss`, `val/acc`, `epoch`, `time/epoch_seconds` (`time/allreduce_seconds`) | the epoch's last step | the epoch's line of `metrics.jsonl` |
 //! | `test/acc`, `test/loss`, `test/acc_best`, `test/loss_best` | the run's last step | `summary.json` (the last model, and the best epoch's) |
 //! | `config/text_summary` | the file's first step | the settings, as a table |
@@ -19,7 +19,13 @@
 //! A resumed run opens a new file that begins with `SessionLog.START` at its first step, so that
 //! TensorBoard drops what an earlier file logged after the checkpoint the run resumed from (the
 //! steps read after it, before a crash), as `steps.jsonl` is truncated for the same reason.
+//! TensorBoard's fast loader (its Rust data server, the default where installed) ignores
+//! `SessionLog.START` and drops a curve's points from the first step that the curve logs again:
+//! every curve that can hold such points is written again at or before them (the per-step ones
+//! from the first step on, the epoch and quarter ones at the same steps), so both loaders show
+//! the same curves.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -76,12 +82,21 @@ pub struct RunWriter {
     log_every: usize,
     steps_per_epoch: usize,
     epochs: usize,
+    /// Whether [`RunWriter::log_steps`] has written a step yet in this session.
+    logged_a_step: Cell<bool>,
 }
 
 impl RunWriter {
     /// A writer that writes nothing (ranks other than 0).
     pub fn disabled() -> Self {
-        Self { file: None, lr_tags: Vec::new(), log_every: 1, steps_per_epoch: 1, epochs: 0 }
+        Self {
+            file: None,
+            lr_tags: Vec::new(),
+            log_every: 1,
+            steps_per_epoch: 1,
+            epochs: 0,
+            logged_a_step: Cell::new(false),
+        }
     }
 
     /// Opens a new event file in the run folder `dir` and writes its opening events: the file
@@ -95,6 +110,7 @@ impl RunWriter {
             log_every: log_every(config.epochs * opening.steps_per_epoch),
             steps_per_epoch: opening.steps_per_epoch.max(1),
             epochs: config.epochs,
+            logged_a_step: Cell::new(false),
         };
         let settings = serde_json::to_value(config)?;
         let mut events = Vec::new();
@@ -112,19 +128,21 @@ impl RunWriter {
     }
 
     /// Writes the steps `steps.jsonl` just received: every [`log_every`]-th step's loss and
-    /// learning rates, the throughput at the last of them, and the run's remaining time `eta` at
-    /// the last quarter of an epoch among them.
+    /// learning rates, the throughput at the last of them (and at the session's first step, so
+    /// that a resumed run's curve starts where the run resumed), and the run's remaining time
+    /// `eta` at the last quarter of an epoch among them.
     pub fn log_steps(&self, steps: &[StepRecord], images_per_sec: f64, eta: Option<Duration>) -> Result<()> {
         if self.file.is_none() || steps.is_empty() {
             return Ok(());
         }
         let now = wall_time();
         let logged: Vec<&StepRecord> = steps.iter().filter(|r| r.step.is_multiple_of(self.log_every)).collect();
+        let first_of_session = !logged.is_empty() && !self.logged_a_step.replace(true);
         let mut events: Vec<Event> = Vec::with_capacity(logged.len() + 1);
         for (i, r) in logged.iter().enumerate() {
             let mut values: Vec<(&str, f64)> = vec![("train/loss", r.loss)];
             values.extend(self.lr_tags.iter().map(String::as_str).zip(r.lr.iter().copied()));
-            if i + 1 == logged.len() {
+            if i + 1 == logged.len() || (i == 0 && first_of_session) {
                 values.push(("time/images_per_sec", images_per_sec));
             }
             events.push(scalars(now, r.step, &values));
