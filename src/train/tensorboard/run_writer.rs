@@ -37,7 +37,7 @@ use crate::train::metrics::{EpochMetrics, Summary};
 use crate::train::optim::Optimizer;
 use crate::train::run_dir;
 use crate::train::steps_log::StepRecord;
-use crate::train::tensorboard::event_file::EventFile;
+use crate::train::tensorboard::event_file::{self, EventFile};
 use crate::train::tensorboard::proto::{self, hparam_value::Kind, Event, HParamValue};
 
 /// Points of a per-step curve beyond which steps are thinned out: every step up to 20,000
@@ -103,7 +103,8 @@ impl RunWriter {
     /// version, `SessionLog.START` when resumed, the settings (and for a new run, the hparams).
     pub fn open(dir: &Path, opening: Opening, config: &TrainConfig, optimizer: &dyn Optimizer) -> Result<Self> {
         let now = wall_time();
-        let file = EventFile::create(dir, &proto::file_version(now)).map_err(|e| run_dir::storage_error(dir, e))?;
+        let file = EventFile::create(dir, &proto::file_version(now))
+            .map_err(|e| run_dir::storage_error(&dir.join(format!("{}*", event_file::FILE_PREFIX)), e))?;
         let writer = Self {
             file: Some(file),
             lr_tags: lr_tags(optimizer.name(), optimizer.group_count()),
