@@ -9,6 +9,7 @@
 
 pub mod batches;
 pub mod cifar;
+mod cpu_batch;
 pub mod dataset;
 pub mod download;
 pub mod resize;
