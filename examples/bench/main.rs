@@ -250,7 +250,8 @@ fn run() -> Result<()> {
 
     // 1. Training step: gather, transforms, forward, loss, backward, SGD.
     let channels_last = args.memory_format == "channels-last";
-    let preprocess = transforms::Preprocess::new(device).channels_last(channels_last);
+    let preprocess =
+        transforms::Preprocess::new(&tch_alexnet::data::TransformSpec::alexnet_tutorial(), device, channels_last)?;
     tch::manual_seed(1);
     let (vs, net) = training::build_model(device, 10, channels_last)?;
     let mut sgd = optimizer_setup::build_optimizer(&vs, &config)?;

@@ -9,7 +9,7 @@ use tch::{nn, Device};
 use crate::data::download::{self, Source};
 use crate::data::split::{self, Split};
 use crate::data::transforms::{self, Preprocess};
-use crate::data::{cifar, ImageDataset};
+use crate::data::{cifar, ImageDataset, TransformSpec};
 use crate::model::{self, AlexNet};
 use crate::train::config::TrainConfig;
 
@@ -47,7 +47,9 @@ pub fn setup(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<Setup> {
     ));
     let n = data.train_labels.size()[0] as usize;
     let split = split::train_valid_split(n, config.valid_size, config.split_seed(), config.split_rng)?;
-    let preprocess = Preprocess::new(device).channels_last(channels_last);
+    let spec = TransformSpec::alexnet_tutorial();
+    spec.check_images(data.image_shape())?;
+    let preprocess = Preprocess::new(&spec, device, channels_last)?;
     Ok(Setup { device, data, split, preprocess, channels_last })
 }
 
