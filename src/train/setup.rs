@@ -1,15 +1,12 @@
 //! What a run (or an evaluation) works with before its first step: the device, the data set
 //! on it, the split and the images each phase uses, and the model.
 
-use std::time::Instant;
-
 use anyhow::Result;
 use tch::{nn, Device};
 
-use crate::data::download::{self, Source};
 use crate::data::split::{self, Split};
 use crate::data::transforms::{self, Preprocess};
-use crate::data::{cifar, ImageDataset, TransformSpec};
+use crate::data::{DatasetKind, ImageDataset, TransformSpec};
 use crate::model::{self, AlexNet};
 use crate::train::config::TrainConfig;
 
@@ -36,15 +33,7 @@ pub fn setup(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<Setup> {
         crate::ffi::set_cuda_autocast_bf16(true)?;
     }
     let channels_last = config.memory_format == "channels-last";
-    let folder = download::ensure_cifar10(&config.data_dir, config.download, &Source::default())?;
-    let started = Instant::now();
-    let data = cifar::load_dir(&folder)?.to_device(device);
-    log(&format!(
-        "Loaded CIFAR-10 from {} in {:.2} s onto {}",
-        folder.display(),
-        started.elapsed().as_secs_f64(),
-        crate::device::device_name(device)
-    ));
+    let data = crate::data::load(DatasetKind::Cifar10, &config.data_dir, config.download, device, log)?;
     let n = data.train_labels.size()[0] as usize;
     let split = split::train_valid_split(n, config.valid_size, config.split_seed(), config.split_rng)?;
     let spec = TransformSpec::alexnet_tutorial();
