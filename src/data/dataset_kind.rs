@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use tch::Device;
 
 use crate::data::cifar100::LabelKind;
 use crate::data::download::{self, Archive, DownloadError, Source};
@@ -59,17 +58,16 @@ impl DatasetKind {
     }
 }
 
-/// The data set `kind` on `device`, from `data_dir` (downloaded from its official archive
-/// when missing and `download` is on, as `--no-download` turns off); says where it loaded
-/// from, and how long that took, through `log`.
+/// The data set `kind` on the CPU, from `data_dir` (downloaded from its official archive when
+/// missing and `download` is on, as `--no-download` turns off); says where it loaded from,
+/// and how long that took, through `log`.
 pub fn load(
     kind: DatasetKind,
     data_dir: &Path,
     download: bool,
-    device: Device,
     log: &mut dyn FnMut(&str),
 ) -> Result<ImageDataset, DownloadError> {
-    load_from(kind, data_dir, download, &kind.archive().source(), device, log)
+    load_from(kind, data_dir, download, &kind.archive().source(), log)
 }
 
 /// [`load`] with the archive fetched from `source` (a mirror, or a test's local server).
@@ -78,18 +76,11 @@ pub fn load_from(
     data_dir: &Path,
     download: bool,
     source: &Source,
-    device: Device,
     log: &mut dyn FnMut(&str),
 ) -> Result<ImageDataset, DownloadError> {
     let folder = kind.ensure(data_dir, download, source)?;
     let started = Instant::now();
-    let data = kind.load_dir(&folder)?.to_device(device);
-    log(&format!(
-        "Loaded {} from {} in {:.2} s onto {}",
-        data.name,
-        folder.display(),
-        started.elapsed().as_secs_f64(),
-        crate::device::device_name(device)
-    ));
+    let data = kind.load_dir(&folder)?;
+    log(&format!("Loaded {} from {} in {:.2} s", data.name, folder.display(), started.elapsed().as_secs_f64()));
     Ok(data)
 }

@@ -33,7 +33,7 @@ pub fn setup(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<Setup> {
         crate::ffi::set_cuda_autocast_bf16(true)?;
     }
     let channels_last = config.memory_format == "channels-last";
-    let data = crate::data::load(DatasetKind::Cifar10, &config.data_dir, config.download, device, log)?;
+    let data = crate::data::load(DatasetKind::Cifar10, &config.data_dir, config.download, log)?.to_device(device);
     let n = data.train_labels.size()[0] as usize;
     let split = split::train_valid_split(n, config.valid_size, config.split_seed(), config.split_rng)?;
     let spec = TransformSpec::alexnet_tutorial();
