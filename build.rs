@@ -20,6 +20,11 @@
 //!   wheel's CUDA runtime package lacks `crt/host_config.h`) are all there, and only if it compiles
 //!   (`TCH_ALEXNET_NO_NCCL=1` skips it); otherwise NCCL is left out with a cargo warning, and
 //!   creating a NCCL process group fails with a message.
+//! - For crates that depend on this one: the link settings above that a program needs (the
+//!   rpath and libtorch's CUDA library) as the `links` metadata `link_args`, which their build
+//!   scripts read as `DEP_TCH_ALEXNET_LINK_ARGS` (tab-separated `-C link-arg`s; empty where
+//!   there are none): a library's `rustc-link-arg` applies to its own targets only
+//!   (`templates/dependent-crate/build.rs` passes them on).
 //! - The versions the binary is built with, for `config.json` (`src/versions.rs`): tch's from
 //!   `Cargo.lock` (Cargo writes it before any build script runs; a dependency cannot see its
 //!   dependencies' `CARGO_PKG_VERSION`), libtorch's from its headers.
@@ -33,6 +38,7 @@ fn main() {
     let target_os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     let Some(libtorch) = std::env::var_os("LIBTORCH") else {
         // torch-sys reports a missing libtorch itself, with its own message.
+        pass_link_args(&[]);
         return;
     };
     // The project's `.libtorch` is a link into a shared cache: resolve it so the rpath
@@ -61,16 +67,28 @@ fn main() {
         .warnings(false)
         .compile("tch_alexnet_ffi");
     build_c10d(&libtorch, &include, &cxx11_abi);
-    if target_os == "linux" {
-        println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
-        println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
-        if lib.join("libtorch_cuda.so").exists() {
-            println!("cargo:rustc-link-arg=-L{}", lib.display());
-            println!("cargo:rustc-link-arg=-ltorch_cuda");
-        }
-    } else if target_os == "macos" {
-        println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
+    let mut link_args = Vec::new();
+    if target_os == "linux" || target_os == "macos" {
+        link_args.push(format!("-Wl,-rpath,{}", lib.display()));
     }
+    if target_os == "linux" {
+        link_args.push("-Wl,--no-as-needed".to_string());
+        if lib.join("libtorch_cuda.so").exists() {
+            link_args.push(format!("-L{}", lib.display()));
+            link_args.push("-ltorch_cuda".to_string());
+        }
+    }
+    for arg in &link_args {
+        println!("cargo:rustc-link-arg={arg}");
+    }
+    pass_link_args(&link_args);
+}
+
+/// Hands `link_args` to the build scripts of the crates that depend on this one directly, as
+/// `DEP_TCH_ALEXNET_LINK_ARGS` (the `links` key in `Cargo.toml`), tab-separated: a value is one
+/// line, and a path may hold spaces.
+fn pass_link_args(link_args: &[String]) {
+    println!("cargo:link_args={}", link_args.join("\t"));
 }
 
 /// Compiles `src/ffi/c10d.cpp` (and `src/ffi/nccl.cpp` where it can), apart from the other

@@ -3,31 +3,73 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use tch::nn::{self, ModuleT};
+use tch::nn;
 use tch::{Device, Kind, Tensor};
 
 use crate::data::cifar::{CLASS_NAMES, IMAGE_SIZE};
 use crate::data::transforms::{Preprocess, TransformSpec};
 use crate::formats::{safetensors, state_dict};
-use crate::model::AlexNet;
+use crate::model::{ModelKind, Network};
 
-/// Builds an AlexNet with as many classes as the checkpoint's `fc3.0.weight` has rows and loads
-/// the checkpoint into it: safetensors or PyTorch's `torch.save` (chosen by content; `key`
-/// picks the entry of a nested PyTorch file, see [`state_dict::load_state_dict`]).
-/// `channels_last` gives the conv weights NHWC strides (feed it channels-last batches then).
+/// A checkpoint's network, loaded and ready.
+pub struct LoadedModel {
+    pub vs: nn::VarStore,
+    pub net: Box<dyn Network>,
+    pub kind: ModelKind,
+    pub num_classes: i64,
+    /// Where the network's name came from: `--model`, the checkpoint's metadata, or the default.
+    pub kind_from: &'static str,
+}
+
+/// Builds the network of a checkpoint and loads the checkpoint into it: safetensors or
+/// PyTorch's `torch.save` (chosen by content; `key` picks the entry of a nested PyTorch file,
+/// see [`state_dict::load_state_dict`]). The network is `model`, else the one the checkpoint's
+/// metadata names (this crate's safetensors files record it), else AlexNet; it gets as many
+/// classes as the checkpoint's classifier has rows. `channels_last` gives the conv weights NHWC
+/// strides (feed it channels-last batches then).
 pub fn load_model(
     path: &Path,
     key: Option<&str>,
+    model: Option<ModelKind>,
     device: Device,
     channels_last: bool,
-) -> Result<(nn::VarStore, AlexNet)> {
+) -> Result<LoadedModel> {
     let tensors = state_dict::load_state_dict(path, key)?;
-    let classes = tensors.get("fc3.0.weight").map(|w| w.size()[0]).with_context(|| {
-        format!("checkpoint {} lacks the key `fc3.0.weight`: not an AlexNet checkpoint", path.display())
+    let recorded = recorded_model(path)?;
+    let (kind, kind_from) = match (model, recorded) {
+        (Some(kind), _) => (kind, "--model"),
+        (None, Some(kind)) => (kind, "the checkpoint's metadata"),
+        (None, None) => (ModelKind::default(), "the default"),
+    };
+    let classifier = kind.classifier_weight();
+    let num_classes = tensors.get(classifier).map(|w| w.size()[0]).with_context(|| {
+        format!(
+            "checkpoint {} lacks the key `{classifier}`: not a {kind} checkpoint (the network is {kind} by {kind_from}; \
+             --model names another)",
+            path.display()
+        )
     })?;
-    let (vs, net) = crate::train::build_model(device, classes, channels_last)?;
+    let vs = nn::VarStore::new(device);
+    let net = kind.build(&vs.root(), num_classes)?;
+    if channels_last {
+        crate::train::setup::model_to_channels_last(&vs);
+    }
     safetensors::copy_into_var_store(&vs, path, &tensors)?;
-    Ok((vs, net))
+    Ok(LoadedModel { vs, net, kind, num_classes, kind_from })
+}
+
+/// The network a checkpoint's metadata names (safetensors files written by this crate), if any.
+fn recorded_model(path: &Path) -> Result<Option<ModelKind>> {
+    if state_dict::detect_format(path)? != state_dict::WeightsFormat::Safetensors {
+        return Ok(None);
+    }
+    let metadata = safetensors::read_metadata(path)?;
+    match metadata.get("model") {
+        None => Ok(None),
+        Some(name) => crate::train::experiment::parse_model(name)
+            .map(Some)
+            .with_context(|| format!("checkpoint {} was trained with another program's network", path.display())),
+    }
 }
 
 /// Reads a PNG or JPEG of any size as the model sees CIFAR images: RGB, scaled to 32×32
@@ -56,13 +98,13 @@ pub struct Prediction {
 }
 
 /// The `k` most likely classes of each image in `images` (`uint8 [N, 3, 32, 32]`).
-pub fn predict(net: &AlexNet, images: &Tensor, device: Device, k: i64) -> Vec<Vec<Prediction>> {
+pub fn predict(net: &dyn Network, num_classes: i64, images: &Tensor, device: Device, k: i64) -> Vec<Vec<Prediction>> {
     let pre = Preprocess::new(&TransformSpec::alexnet_tutorial(), device, false)
         .expect("the AlexNet tutorial's transform spec is valid");
     let probs = tch::no_grad(|| net.forward_t(&pre.apply(&images.to_device(device), None), false))
         .softmax(-1, Kind::Float)
         .to_device(Device::Cpu);
-    let k = k.clamp(1, net.num_classes());
+    let k = k.clamp(1, num_classes);
     let (values, indices) = probs.topk(k, -1, true, true);
     (0..images.size()[0])
         .map(|i| {

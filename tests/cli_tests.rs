@@ -18,13 +18,17 @@ fn help_documents_every_flag_with_the_recipe_defaults() {
     let f = run_bin(&example_bin("train"), &["--help"]);
     assert_eq!(f.code, Some(0), "{}", f.stderr);
     let help = f.stdout;
+    // The tutorial's value first; where the other recipe differs, its value by name.
     for (flag, default) in [
-        ("--epochs", "[default: 20]"),
-        ("--batch-size", "[default: 64]"),
-        ("--lr", "[default: 0.005]"),
+        ("--recipe", "[default: alexnet-tutorial]"),
+        ("--epochs", "[default: 20; resnet18-cifar: 200]"),
+        ("--batch-size", "[default: 64; resnet18-cifar: 128]"),
+        ("--eval-batch-size", "[default: 64; resnet18-cifar: 100]"),
+        ("--lr", "[default: 0.005; resnet18-cifar: 0.1]"),
         ("--momentum", "[default: 0.9]"),
-        ("--weight-decay", "[default: 0.005]"),
-        ("--valid-size", "[default: 0.1]"),
+        ("--weight-decay", "[default: 0.005; resnet18-cifar: 0.0005]"),
+        ("--schedule", "[default: constant; resnet18-cifar: cosine]"),
+        ("--valid-size", "[default: 0.1; resnet18-cifar: 0]"),
         ("--seed", "[default: 1]"),
         ("--data-dir", "[default: data]"),
         ("--device", "[default: auto]"),

@@ -49,7 +49,12 @@ fn ddp_rank_process() {
     vs.double();
     let net = net.with_dropout(0.0);
     checkpoint::load_var_store(&vs, &dir.join("init.safetensors")).unwrap();
-    let mut sgd = tch_alexnet::train::optimizer_setup::build_optimizer(&vs, &Default::default()).unwrap();
+    let mut sgd = tch_alexnet::train::optimizer_setup::build_optimizer(
+        &vs,
+        &tch_alexnet::model::parameter_names(),
+        &Default::default(),
+    )
+    .unwrap();
     let batches = checkpoint::load_tensors(&dir.join("batches.safetensors")).unwrap().tensors;
     for step in 0..STEPS {
         let batch = tch_alexnet::data::batches::Batch {
@@ -58,10 +63,9 @@ fn ddp_rank_process() {
         };
         dp.sync_buffers(&vs).unwrap();
         let recipe = tch_alexnet::train::StepSettings::recipe(false);
-        let _ = tch_alexnet::train::trainer::train_step_with(&net, sgd.as_mut(), &batch, &recipe, |sgd| {
-            dp.average_gradients(sgd)
-        })
-        .unwrap();
+        let _ =
+            tch_alexnet::train::train_step_with(&net, sgd.as_mut(), &batch, &recipe, |sgd| dp.average_gradients(sgd))
+                .unwrap();
     }
     let state: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
     let rank = info.rank;

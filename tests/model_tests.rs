@@ -157,7 +157,7 @@ fn wrong_input_shape_is_a_clear_error() {
         assert!(msg.contains("[N, 3, 227, 227]") && msg.contains(&format!("{size:?}")), "{msg}");
     }
     let err = net.try_forward_t(&Tensor::zeros([1, 3, 227], (Kind::Float, Device::Cpu)), false).unwrap_err();
-    assert!(matches!(err, ModelError::InputShape(_)));
+    assert!(matches!(err, ModelError::InputShape { .. }));
     let err = net.try_forward_t(&Tensor::zeros([1, 3, 227, 227], (Kind::Uint8, Device::Cpu)), false).unwrap_err();
     assert!(matches!(err, ModelError::InputKind(Kind::Uint8)), "{err}");
     assert!(net.try_forward_t(&Tensor::zeros([1, 3, 227, 227], (Kind::Float, Device::Cpu)), false).is_ok());
@@ -245,7 +245,12 @@ fn forward_and_training_steps_match_pytorch(python: &std::path::Path, channels_l
         EVAL_LOGITS,
     );
 
-    let mut sgd = tch_alexnet::train::optimizer_setup::build_optimizer(&vs, &Default::default()).unwrap();
+    let mut sgd = tch_alexnet::train::optimizer_setup::build_optimizer(
+        &vs,
+        &tch_alexnet::model::parameter_names(),
+        &Default::default(),
+    )
+    .unwrap();
     let mut losses = Vec::new();
     for _ in 0..2 {
         sgd.zero_grad();

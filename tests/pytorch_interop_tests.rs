@@ -83,7 +83,12 @@ fn step(net: &model::AlexNet, sgd: &mut dyn Optimizer, batches: &BTreeMap<String
 
 /// The trainer's optimizer for these SGD settings.
 fn sgd(vs: &nn::VarStore, lr: f64, momentum: f64, weight_decay: f64) -> Box<dyn Optimizer> {
-    build_optimizer(vs, &TrainConfig { lr, momentum, weight_decay, ..TrainConfig::default() }).unwrap()
+    build_optimizer(
+        vs,
+        &tch_alexnet::model::parameter_names(),
+        &TrainConfig { lr, momentum, weight_decay, ..TrainConfig::default() },
+    )
+    .unwrap()
 }
 
 /// Weights, BatchNorm buffers and momentum buffers against PyTorch's after three steps
@@ -133,11 +138,13 @@ fn a_pytorch_training_checkpoint_continues_here_step_for_step() {
     let base = TrainConfig { lr: 1.0, momentum: 0.0, weight_decay: 0.0, ..TrainConfig::default() };
     let config = resume::config_of_pytorch_checkpoint(&ckpt_path, &base).unwrap();
     assert_eq!((config.lr, config.momentum, config.weight_decay), (0.005, 0.9, 0.005));
-    let mut sgd = build_optimizer(&vs, &config).unwrap();
+    let mut sgd = build_optimizer(&vs, &tch_alexnet::model::parameter_names(), &config).unwrap();
     let run =
         RunDir { start: Start::PytorchCheckpoint { path: ckpt_path.clone() }, ..RunDir::new(dir.path().join("run")) };
     let mut log = Vec::new();
-    let state = resume::initial_state(&run, &vs, sgd.as_mut(), None, &mut |line| log.push(line.to_string())).unwrap();
+    let state =
+        resume::initial_state(&run, &vs, sgd.as_mut(), None, &|_| Ok(None), &mut |line| log.push(line.to_string()))
+            .unwrap();
     assert_eq!((state.epoch, state.step), (2, 0), "the run continues after the file's epoch");
     assert!(log.iter().any(|l| l.contains("after epoch 2")), "{log:?}");
     assert_eq!(vs.variables()["conv_block1.1.num_batches_tracked"].int64_value(&[]), 2);
@@ -204,12 +211,12 @@ fn a_pytorch_adamw_run_with_a_schedule_continues_here_step_for_step() {
     assert!(config.no_decay_on_norm_and_bias, "two groups in the file");
     assert_eq!((config.lr, config.weight_decay), (1e-3, 0.05), "the base lr (initial_lr) and weight decay");
     let (vs, net) = fresh_model(99);
-    let mut opt = build_optimizer(&vs, &config).unwrap();
+    let mut opt = build_optimizer(&vs, &tch_alexnet::model::parameter_names(), &config).unwrap();
     // One epoch of 5 steps: CosineAnnealingLR(T_max=5), as in the file.
     let schedule = tch_alexnet::train::optimizer_setup::build_schedule(opt.as_mut(), &config, 5).unwrap();
     let run =
         RunDir { start: Start::PytorchCheckpoint { path: ckpt_path.clone() }, ..RunDir::new(dir.path().join("run")) };
-    let mut state = resume::initial_state(&run, &vs, opt.as_mut(), schedule, &mut |_| {}).unwrap();
+    let mut state = resume::initial_state(&run, &vs, opt.as_mut(), schedule, &|_| Ok(None), &mut |_| {}).unwrap();
     assert_eq!(opt.name(), "AdamW");
 
     step(&net, opt.as_mut(), &batches, "b3");

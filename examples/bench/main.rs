@@ -241,7 +241,7 @@ fn run() -> Result<()> {
             })
             .collect(),
     );
-    let setup = training::setup(&config, &mut |line| eprintln!("{line}"))?;
+    let setup = training::setup(&config, &tch_alexnet::train::Zoo, &mut |line| eprintln!("{line}"))?;
     let device = setup.device;
     let bs = args.batch_size;
     let plan = split::epoch_plan(setup.split.train.len(), 1, 0);
@@ -278,7 +278,7 @@ fn run() -> Result<()> {
         transforms::Preprocess::new(&tch_alexnet::data::TransformSpec::alexnet_tutorial(), device, channels_last)?;
     tch::manual_seed(1);
     let (vs, net) = training::build_model(device, 10, channels_last)?;
-    let mut sgd = optimizer_setup::build_optimizer(&vs, &config)?;
+    let mut sgd = optimizer_setup::build_optimizer(&vs, &tch_alexnet::model::parameter_names(), &config)?;
     let steps = args.train_steps;
     let mut batches = Batches::for_epoch(images, labels, &setup.split.train, &plan, true, bs, &preprocess);
     let _ = training::train_step(&net, sgd.as_mut(), &batches.next().context("no batch")?, args.amp)?;

@@ -58,7 +58,7 @@ fn convert_run(dir: &Path, output: &Path) -> Result<()> {
         bail!("a run folder converts to a PyTorch training checkpoint: name the output .pt or .pth");
     }
     let config = read_config(dir)?;
-    let (checkpoint, state) = resume::last_as_training_checkpoint(dir, &config)?;
+    let (checkpoint, state) = resume::last_as_training_checkpoint(&tch_alexnet::train::Zoo, dir, &config)?;
     let (epoch, scheduler) = (checkpoint.epoch, checkpoint.scheduler.is_some());
     checkpoint.write_pytorch(output)?;
     println!(

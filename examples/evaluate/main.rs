@@ -9,14 +9,14 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use tch_alexnet::cli::DataArgs;
 use tch_alexnet::data::batches::Batches;
-use tch_alexnet::data::cifar::CLASS_NAMES;
+use tch_alexnet::model::ModelKind;
 use tch_alexnet::train::{self as training, TrainConfig};
 use tch_alexnet::{inference, train::evaluation};
 
 tch_alexnet::use_jemalloc!();
 
-/// Evaluate an AlexNet checkpoint (from this crate, or PyTorch's: torch.save or safetensors) on
-/// the CIFAR-10 test set.
+/// Evaluate a checkpoint (from this crate, or PyTorch's: torch.save or safetensors) on the
+/// CIFAR-10 test set: AlexNet, or another network of the zoo (--model).
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
@@ -24,10 +24,15 @@ struct Args {
     /// (.pt, .pth, .bin) holding the state dict, or a dict with it inside (see --key).
     #[arg(long)]
     checkpoint: PathBuf,
-    /// The entry of a PyTorch checkpoint that holds the state dict (e.g. model); by default the
-    /// one entry that is a state dict. The `module.` prefix of DataParallel/DDP is removed.
+    /// The entry of a PyTorch checkpoint that holds the state dict (e.g. model, or net for
+    /// pytorch-cifar's); by default the one entry that is a state dict. The `module.` prefix of
+    /// DataParallel/DDP is removed.
     #[arg(long, value_name = "NAME")]
     key: Option<String>,
+    /// The network [default: the one the checkpoint records (this crate's safetensors files
+    /// do), else alexnet].
+    #[arg(long, value_enum)]
+    model: Option<ModelKind>,
     #[command(flatten)]
     data: DataArgs,
     /// Images per evaluation batch.
@@ -59,14 +64,16 @@ fn run() -> Result<()> {
     config.validate()?;
     let device = tch_alexnet::device::parse_device(&args.data.device)?;
     // The checkpoint first: a wrong path should fail before the data set is loaded.
-    let (_vs, net) = inference::load_model(&args.checkpoint, args.key.as_deref(), device, true)?;
-    let setup = training::setup(&config, &mut |line| eprintln!("{line}"))?;
+    let loaded = inference::load_model(&args.checkpoint, args.key.as_deref(), args.model, device, true)?;
+    eprintln!("Network: {} ({} classes; from {})", loaded.kind, loaded.num_classes, loaded.kind_from);
+    let setup = training::setup(&config, &tch_alexnet::train::Zoo, &mut |line| eprintln!("{line}"))?;
     let n_test = setup.data.test_labels.size()[0];
     let indices: Vec<i64> = (0..n_test.min(args.limit_test.unwrap_or(usize::MAX) as i64)).collect();
     let batches =
         Batches::new(&setup.data.test_images, &setup.data.test_labels, &indices, args.batch_size, &setup.preprocess);
     eprintln!("Evaluating {} test images", indices.len());
-    let result = evaluation::evaluate(&net, net.num_classes(), batches, args.amp);
+    let result = evaluation::evaluate(loaded.net.as_ref(), loaded.num_classes, batches, args.amp);
+    let class_names = &setup.data.class_names;
 
     // With `--json -` the JSON alone goes to standard output (for `| jq`), the table to stderr.
     let json_to_stdout = args.json.as_ref().is_some_and(|p| p.as_os_str() == "-");
@@ -80,7 +87,7 @@ fn run() -> Result<()> {
         100.0 * result.accuracy,
         result.loss
     )?;
-    let name = |c: usize| CLASS_NAMES.get(c).copied().unwrap_or("?");
+    let name = |c: usize| class_names.get(c).map_or("?", |n| n.as_str());
     writeln!(out, "\n{:<12} {:>8}   confusion (rows: true class, columns: predicted)", "class", "accuracy")?;
     let header: String =
         (0..result.confusion.len()).map(|c| format!("{:>6}", &name(c)[..name(c).len().min(5)])).collect();
@@ -95,9 +102,10 @@ fn run() -> Result<()> {
             "images": result.images,
             "accuracy": result.accuracy,
             "loss": result.loss,
-            "per_class_accuracy": CLASS_NAMES.iter().zip(result.per_class_accuracy())
+            "model": loaded.kind.to_string(),
+            "per_class_accuracy": class_names.iter().zip(result.per_class_accuracy())
                 .map(|(n, a)| (n.to_string(), serde_json::json!(a))).collect::<serde_json::Map<_, _>>(),
-            "classes": CLASS_NAMES,
+            "classes": class_names,
             "confusion": result.confusion,
         });
         let text = serde_json::to_string_pretty(&json)? + "\n";

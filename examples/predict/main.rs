@@ -8,11 +8,12 @@ use anyhow::{bail, Result};
 use clap::Parser;
 use tch::Tensor;
 use tch_alexnet::inference;
+use tch_alexnet::model::ModelKind;
 
 tch_alexnet::use_jemalloc!();
 
-/// Classify PNG or JPEG images of any size with an AlexNet checkpoint. Each image is scaled to
-/// 32×32 like a CIFAR image, then transformed as in training (227×227, normalised).
+/// Classify PNG or JPEG images of any size with a checkpoint of AlexNet or another network of the
+/// zoo. Each image is scaled to 32×32 like a CIFAR image, then transformed as in training.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
@@ -24,6 +25,10 @@ struct Args {
     /// one entry that is a state dict. The `module.` prefix of DataParallel/DDP is removed.
     #[arg(long, value_name = "NAME")]
     key: Option<String>,
+    /// The network [default: the one the checkpoint records (this crate's safetensors files
+    /// do), else alexnet].
+    #[arg(long, value_enum)]
+    model: Option<ModelKind>,
     /// Image files (PNG or JPEG).
     #[arg(required = true, value_name = "IMAGE")]
     images: Vec<PathBuf>,
@@ -45,8 +50,9 @@ fn run() -> Result<()> {
     }
     let device = tch_alexnet::device::parse_device(&args.device)?;
     let images = args.images.iter().map(|p| inference::load_image(p)).collect::<Result<Vec<_>>>()?;
-    let (_vs, net) = inference::load_model(&args.checkpoint, args.key.as_deref(), device, false)?;
-    let predictions = inference::predict(&net, &Tensor::stack(&images, 0), device, args.top);
+    let loaded = inference::load_model(&args.checkpoint, args.key.as_deref(), args.model, device, false)?;
+    let batch = Tensor::stack(&images, 0);
+    let predictions = inference::predict(loaded.net.as_ref(), loaded.num_classes, &batch, device, args.top);
     if args.json {
         let out: Vec<_> = args
             .images

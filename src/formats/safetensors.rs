@@ -149,6 +149,30 @@ pub struct LoadedTensors {
     pub metadata: Metadata,
 }
 
+/// The metadata of a safetensors file, read from its header alone (not the tensors).
+pub fn read_metadata(path: &Path) -> Result<Metadata, CheckpointError> {
+    use std::io::Read;
+    let read_err = |err| CheckpointError::Read { path: path.to_path_buf(), err };
+    let format_err = |reason: String| CheckpointError::Format { path: path.to_path_buf(), reason };
+    let mut file = std::fs::File::open(path).map_err(read_err)?;
+    let file_len = file.metadata().map_err(read_err)?.len();
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).map_err(|_| format_err("shorter than its 8-byte header length".into()))?;
+    let len = u64::from_le_bytes(len);
+    // safetensors' own limit on the header, and never past the end of the file.
+    if len > 100_000_000 || len > file_len.saturating_sub(8) {
+        return Err(format_err(format!("header length {len} does not fit the file")));
+    }
+    let mut header = vec![0u8; len as usize];
+    file.read_exact(&mut header).map_err(read_err)?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|e| format_err(format!("header is not JSON: {e}")))?;
+    let metadata = json.get("__metadata__").and_then(|m| m.as_object());
+    Ok(metadata
+        .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+        .unwrap_or_default())
+}
+
 /// Reads a whole safetensors file. Any malformed content is an error, never a panic.
 pub fn load_tensors(path: &Path) -> Result<LoadedTensors, CheckpointError> {
     let bytes = std::fs::read(path).map_err(|err| CheckpointError::Read { path: path.to_path_buf(), err })?;

@@ -5,10 +5,14 @@
 //! A PyTorch file may hold the state dict itself, or a dict with it inside (`{'model': sd,
 //! 'optimizer': ..., 'epoch': ...}`): `key` picks the entry, and without it the one entry that
 //! is a state dict is used. The `module.` prefix that `DataParallel` and
-//! `DistributedDataParallel` add is removed. Loading into a model checks the whole file first
-//! (every key, no extra key, shapes, dtypes), so a bad file leaves the model untouched.
+//! `DistributedDataParallel` add is removed (kuangliu/pytorch-cifar's `{'net': ..., 'acc': ...,
+//! 'epoch': ...}` checkpoints are both). [`read_state_dict`] and [`load_into_var_store`] say
+//! which entry they took and whether they removed the prefix ([`StateDictSource`]), for a log
+//! line. Loading into a model checks the whole file first (every key, no extra key, shapes,
+//! dtypes), so a bad file leaves the model untouched.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -70,19 +74,59 @@ pub fn format_for_extension(path: &Path) -> Result<WeightsFormat, WeightsError> 
     }
 }
 
+/// The prefix that `DataParallel` and `DistributedDataParallel` put before every key.
+pub const MODULE_PREFIX: &str = "module.";
+
+/// Where in its file a state dict was found and what reading it changed in the keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StateDictSource {
+    /// The entry of a nested PyTorch file (`model`, kuangliu's `net`), given or found; `None`
+    /// when the file is the state dict itself.
+    pub entry: Option<String>,
+    /// The prefix removed from every key ([`MODULE_PREFIX`]), if it was there.
+    pub stripped_prefix: Option<&'static str>,
+}
+
+impl fmt::Display for StateDictSource {
+    /// "entry `net`; the `module.` prefix of every key removed (saved from DataParallel or
+    /// DistributedDataParallel)", or "the whole file" when nothing of the kind happened.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.entry {
+            Some(entry) => write!(f, "entry `{entry}`")?,
+            None => f.write_str("the whole file")?,
+        }
+        if let Some(prefix) = self.stripped_prefix {
+            write!(
+                f,
+                "; the `{prefix}` prefix of every key removed (saved from DataParallel or DistributedDataParallel)"
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// Reads the state dict in `path` (either format), with `key` choosing the entry of a nested
 /// PyTorch file, and the `module.` prefix removed.
 pub fn load_state_dict(path: &Path, key: Option<&str>) -> Result<BTreeMap<String, Tensor>, WeightsError> {
-    let tensors = match detect_format(path)? {
+    Ok(read_state_dict(path, key)?.0)
+}
+
+/// [`load_state_dict`], also saying which entry it took and whether it removed the prefix.
+pub fn read_state_dict(
+    path: &Path,
+    key: Option<&str>,
+) -> Result<(BTreeMap<String, Tensor>, StateDictSource), WeightsError> {
+    let (entry, tensors) = match detect_format(path)? {
         WeightsFormat::Safetensors => {
             if let Some(key) = key {
                 return Err(WeightsError::KeyOnSafetensors { path: path.to_path_buf(), key: key.to_string() });
             }
-            safetensors::load_tensors(path)?.tensors
+            (None, safetensors::load_tensors(path)?.tensors)
         }
-        WeightsFormat::Pytorch => select_state_dict(path, &pytorch::load(path)?, key)?,
+        WeightsFormat::Pytorch => select_state_dict_entry(path, &pytorch::load(path)?, key)?,
     };
-    Ok(strip_module_prefix(tensors))
+    let (tensors, stripped_prefix) = take_module_prefix(tensors);
+    Ok((tensors, StateDictSource { entry, stripped_prefix }))
 }
 
 /// The state dict inside a PyTorch value: the value itself, the entry `key`, or the one entry
@@ -92,6 +136,15 @@ pub fn select_state_dict(
     value: &PtValue,
     key: Option<&str>,
 ) -> Result<BTreeMap<String, Tensor>, WeightsError> {
+    Ok(select_state_dict_entry(path, value, key)?.1)
+}
+
+/// [`select_state_dict`], with the name of the entry it took (`None` for the value itself).
+fn select_state_dict_entry(
+    path: &Path,
+    value: &PtValue,
+    key: Option<&str>,
+) -> Result<(Option<String>, BTreeMap<String, Tensor>), WeightsError> {
     let entries = || -> String {
         value
             .as_dict()
@@ -103,14 +156,15 @@ pub fn select_state_dict(
             key: key.to_string(),
             entries: entries(),
         })?;
-        return entry.as_state_dict().ok_or_else(|| WeightsError::NotAStateDict {
+        let state_dict = entry.as_state_dict().ok_or_else(|| WeightsError::NotAStateDict {
             path: path.to_path_buf(),
             key: key.to_string(),
             found: entry.type_name(),
-        });
+        })?;
+        return Ok((Some(key.to_string()), state_dict));
     }
     if let Some(state_dict) = value.as_state_dict().filter(|sd| !sd.is_empty()) {
-        return Ok(state_dict);
+        return Ok((None, state_dict));
     }
     let candidates: Vec<(&str, BTreeMap<String, Tensor>)> = value
         .as_dict()
@@ -119,7 +173,7 @@ pub fn select_state_dict(
         .filter_map(|(k, v)| Some((k.as_str()?, v.as_state_dict().filter(|sd| !sd.is_empty())?)))
         .collect();
     match candidates.len() {
-        1 => Ok(candidates.into_iter().next().map(|(_, sd)| sd).unwrap_or_default()),
+        1 => Ok(candidates.into_iter().next().map(|(k, sd)| (Some(k.to_string()), sd)).unwrap_or_default()),
         0 => Err(WeightsError::NoStateDict {
             path: path.to_path_buf(),
             found: value.type_name(),
@@ -134,19 +188,27 @@ pub fn select_state_dict(
 
 /// Removes the `module.` that `DataParallel`/`DistributedDataParallel` put before every key.
 pub fn strip_module_prefix(tensors: BTreeMap<String, Tensor>) -> BTreeMap<String, Tensor> {
-    if !tensors.is_empty() && tensors.keys().all(|k| k.starts_with("module.")) {
-        pytorch::strip_prefix(tensors, "module.")
+    take_module_prefix(tensors).0
+}
+
+/// [`strip_module_prefix`], also saying whether it removed the prefix: only when every key has
+/// it (PyTorch's `consume_prefix_in_state_dict_if_present` removes it from the keys that have
+/// it; a file where only some keys have it is left for the key check to refuse).
+pub fn take_module_prefix(tensors: BTreeMap<String, Tensor>) -> (BTreeMap<String, Tensor>, Option<&'static str>) {
+    if !tensors.is_empty() && tensors.keys().all(|k| k.starts_with(MODULE_PREFIX)) {
+        (pytorch::strip_prefix(tensors, MODULE_PREFIX), Some(MODULE_PREFIX))
     } else {
-        tensors
+        (tensors, None)
     }
 }
 
 /// Loads the state dict in `path` (either format) into `vs`, after checking every key, shape
-/// and dtype; nothing is copied unless the whole file matches.
-pub fn load_into_var_store(vs: &nn::VarStore, path: &Path, key: Option<&str>) -> Result<(), WeightsError> {
-    let tensors = load_state_dict(path, key)?;
+/// and dtype; nothing is copied unless the whole file matches. Returns where the state dict
+/// was found and whether the `module.` prefix was removed, for the caller to log.
+pub fn load_into_var_store(vs: &nn::VarStore, path: &Path, key: Option<&str>) -> Result<StateDictSource, WeightsError> {
+    let (tensors, source) = read_state_dict(path, key)?;
     safetensors::copy_into_var_store(vs, path, &tensors)?;
-    Ok(())
+    Ok(source)
 }
 
 /// Writes `tensors` to `path` in the format its extension names (`.safetensors`, or `.pt`,

@@ -29,8 +29,25 @@ pub enum OptimizerKind {
 /// still resume.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
+    /// The named recipe whose defaults the run started from (`train --recipe`); runs made
+    /// before recipes existed followed the tutorial's.
+    #[serde(default = "default_recipe")]
+    pub recipe: String,
+    /// The network: a zoo name (`alexnet`, `resnet18`) or a user's own network's.
+    #[serde(default = "default_model")]
+    pub model: String,
+    /// The data set: `cifar10`, `cifar100`, or a user's own.
+    #[serde(default = "default_dataset")]
+    pub dataset: String,
     pub epochs: usize,
     pub batch_size: usize,
+    /// Images per evaluation batch (`None`: `batch_size`).
+    #[serde(default)]
+    pub eval_batch_size: Option<usize>,
+    /// Also evaluate the test set after every epoch (as pytorch-cifar's `main.py` does); with
+    /// no validation split, the best checkpoint is then the one of the best test accuracy.
+    #[serde(default)]
+    pub test_every_epoch: bool,
     /// Runs saved before this setting existed used SGD.
     #[serde(default)]
     pub optimizer: OptimizerKind,
@@ -100,6 +117,18 @@ fn split_rng_of_older_runs() -> SplitRng {
     SplitRng::Chacha
 }
 
+fn default_recipe() -> String {
+    "alexnet-tutorial".into()
+}
+
+fn default_model() -> String {
+    "alexnet".into()
+}
+
+fn default_dataset() -> String {
+    "cifar10".into()
+}
+
 fn default_betas() -> (f64, f64) {
     (0.9, 0.999)
 }
@@ -116,8 +145,13 @@ pub const RECIPE_WEIGHT_DECAY: f64 = 0.005;
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
+            recipe: default_recipe(),
+            model: default_model(),
+            dataset: default_dataset(),
             epochs: 20,
             batch_size: 64,
+            eval_batch_size: None,
+            test_every_epoch: false,
             optimizer: OptimizerKind::Sgd,
             lr: RECIPE_LR,
             momentum: RECIPE_MOMENTUM,
@@ -157,6 +191,9 @@ impl TrainConfig {
         if self.batch_size == 0 {
             bail!("batch size must be at least 1");
         }
+        if self.eval_batch_size == Some(0) {
+            bail!("eval batch size must be at least 1");
+        }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             bail!("learning rate must be a positive number, got {}", self.lr);
         }
@@ -187,14 +224,16 @@ impl TrainConfig {
                 bail!("--{name} must be at least 1");
             }
         }
-        if self.limit_train.is_none() && self.valid_size * 50_000.0 >= 49_999.0 {
-            bail!("valid size {} leaves no training image", self.valid_size);
-        }
         if !["channels-last", "contiguous"].contains(&self.memory_format.as_str()) {
             bail!("memory format must be channels-last or contiguous, got `{}`", self.memory_format);
         }
         crate::device::parse_device(&self.device)?;
         Ok(())
+    }
+
+    /// Images per evaluation batch.
+    pub fn eval_batch_size(&self) -> usize {
+        self.eval_batch_size.unwrap_or(self.batch_size)
     }
 
     /// The seed of the train/validation split.

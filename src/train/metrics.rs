@@ -28,6 +28,11 @@ pub struct EpochMetrics {
     pub allreduce_seconds: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steps: Option<usize>,
+    /// The test set's loss and accuracy after this epoch, with `test_every_epoch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_loss: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_acc: Option<f64>,
 }
 
 /// Reads `null` (how serde_json writes NaN) back as NaN.
@@ -73,6 +78,8 @@ pub struct Summary {
     pub test_loss_last: f64,
     pub test_images: i64,
     pub best_epoch: Option<usize>,
+    /// The accuracy the best epoch was chosen by: validation, or without a validation split
+    /// the test set's (`test_every_epoch`); `None` when the last epoch is taken as the best.
     pub best_val_acc: Option<f64>,
     pub epochs: usize,
     pub total_seconds: f64,

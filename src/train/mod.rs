@@ -19,21 +19,27 @@
 //!
 //! Dependencies point one way: `trainer` uses the others; none of them uses `trainer`.
 
+pub mod command;
 pub mod config;
 pub mod data_parallel;
 pub mod evaluation;
+pub mod experiment;
 pub mod metrics;
 pub mod optim;
 pub mod optimizer_setup;
 pub mod plot;
+pub mod recipe;
 pub mod resume;
 pub mod run_dir;
 pub mod setup;
+pub mod step;
 pub mod steps_log;
 pub mod trainer;
 
 pub use config::TrainConfig;
+pub use experiment::{Experiment, Zoo};
 pub use metrics::{EpochMetrics, Summary};
 pub use run_dir::{read_config, RunDir, BEST_CHECKPOINT, CONFIG_FILE, LAST_CHECKPOINT, METRICS_FILE};
-pub use setup::{build_model, setup, Setup};
-pub use trainer::{train, train_step, Outcome, StepSettings};
+pub use setup::{build_model, build_network, setup, Setup};
+pub use step::{train_step, train_step_with, StepSettings};
+pub use trainer::{train, train_rank, Outcome};

@@ -1,6 +1,6 @@
 //! The optimizer and learning-rate schedule a run's settings ask for, built as a PyTorch
 //! script builds them: the parameters in `model.parameters()` order
-//! ([`crate::model::parameter_names`]), one group (or two, without weight decay on biases and
+//! ([`crate::model::Network::parameter_names`]), one group (or two, without weight decay on biases and
 //! BatchNorm), then the schedule on the optimizer.
 
 use std::collections::BTreeMap;
@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result};
 use tch::{nn, Tensor};
 
-use crate::model;
 use crate::train::config::{OptimizerKind, TrainConfig};
 use crate::train::optim::lr_scheduler::{LrScheduler, MomentumKey, ScheduleSpec};
 use crate::train::optim::{ordered_parameters, param_groups, Adam, AdamConfig, Optimizer, SavedState, Sgd, SgdConfig};
@@ -16,9 +15,14 @@ use crate::train::optim::{ordered_parameters, param_groups, Adam, AdamConfig, Op
 /// The key under which SGD keeps its per-parameter state (PyTorch's `momentum_buffer`).
 const MOMENTUM_BUFFER: &str = "momentum_buffer";
 
-/// The optimizer of `config` over the trainable variables of `vs`.
-pub fn build_optimizer(vs: &nn::VarStore, config: &TrainConfig) -> Result<Box<dyn Optimizer>> {
-    let params = ordered_parameters(vs, &model::parameter_names())?;
+/// The optimizer of `config` over the trainable variables of `vs`, in the order of
+/// `parameter_names` (PyTorch's `model.parameters()` order, see [`crate::model::Network`]).
+pub fn build_optimizer(
+    vs: &nn::VarStore,
+    parameter_names: &[String],
+    config: &TrainConfig,
+) -> Result<Box<dyn Optimizer>> {
+    let params = ordered_parameters(vs, parameter_names)?;
     let split = config.no_decay_on_norm_and_bias;
     let optimizer: Box<dyn Optimizer> = match config.optimizer {
         OptimizerKind::Sgd => {

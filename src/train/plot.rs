@@ -117,6 +117,8 @@ mod tests {
                 images_per_sec: 1.0,
                 allreduce_seconds: None,
                 steps: None,
+                test_loss: None,
+                test_acc: None,
             })
             .collect()
     }

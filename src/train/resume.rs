@@ -36,6 +36,7 @@ use crate::formats::safetensors::{self as checkpoint, CheckpointError, Metadata}
 use crate::formats::state_dict;
 use crate::formats::training_checkpoint::{PytorchOptimizer, TrainingCheckpoint};
 use crate::train::config::{OptimizerKind, TrainConfig};
+use crate::train::experiment::Experiment;
 use crate::train::metrics::{EpochMetrics, EpochSums};
 use crate::train::optim::lr_scheduler::LrScheduler;
 use crate::train::optim::param_groups::Hyper;
@@ -85,11 +86,18 @@ pub fn explain(err: CheckpointError) -> anyhow::Error {
 }
 
 /// Saves the weights, the optimizer's state and `state` as a crash-consistent pair (see the
-/// module header), then `metrics.jsonl`. A failure replaces nothing.
-pub fn save_last(run_dir: &Path, vs: &nn::VarStore, optimizer: &dyn Optimizer, state: &mut LoopState) -> Result<()> {
+/// module header), then `metrics.jsonl`. A failure replaces nothing. `metadata` goes into both
+/// files' headers (the network's name, ...), beside the pair's id and position.
+pub fn save_last(
+    run_dir: &Path,
+    vs: &nn::VarStore,
+    optimizer: &dyn Optimizer,
+    metadata: &Metadata,
+    state: &mut LoopState,
+) -> Result<()> {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     state.checkpoint_id = format!("{}-{}-{}-{nanos}", state.epoch, state.step, std::process::id());
-    let mut meta = Metadata::new();
+    let mut meta = metadata.clone();
     meta.insert("checkpoint_id".into(), state.checkpoint_id.clone());
     meta.insert("epoch".into(), state.epoch.to_string());
     meta.insert("step".into(), state.step.to_string());
@@ -252,19 +260,21 @@ fn check_schedule(run: &RunDir, saved: Option<&LrScheduler>, fresh: Option<&LrSc
 
 /// Puts `vs` and `optimizer` where `run` starts, and returns the loop state to start from;
 /// `schedule` is the run's schedule as built for a fresh start, which a resumed run's saved
-/// one replaces.
+/// one replaces; `build_schedule` builds it again on the optimizer as loaded.
 pub fn initial_state(
     run: &RunDir,
     vs: &nn::VarStore,
     optimizer: &mut dyn Optimizer,
     schedule: Option<LrScheduler>,
+    build_schedule: &dyn Fn(&mut dyn Optimizer) -> Result<Option<LrScheduler>>,
     log: &mut dyn FnMut(&str),
 ) -> Result<LoopState> {
     if run.resume {
         let mut state = load_last(&run.path, vs, optimizer)?;
-        if state.schedule.is_none() && state.epoch == 0 && state.step == 0 {
-            // Saved before the first step (`--epochs 0`): the schedule starts now.
-            state.schedule = schedule.clone();
+        if state.schedule.is_none() && state.epoch == 0 && state.step == 0 && schedule.is_some() {
+            // Saved before the first step (`--epochs 0`, which builds no schedule): the schedule
+            // starts now, and sets the first learning rate (a warm-up's) on the loaded optimizer.
+            state.schedule = build_schedule(optimizer)?;
         }
         check_schedule(run, state.schedule.as_ref(), schedule.as_ref())?;
         run_dir::check_metrics(&run.path, &state.history)?;
@@ -287,8 +297,18 @@ pub fn initial_state(
             let mut schedule = schedule;
             match (schedule.as_mut(), &ckpt.scheduler) {
                 (Some(s), Some(state)) => {
+                    let ours = s.horizon();
                     s.load_state_dict(state)
                         .with_context(|| format!("cannot restore the schedule from {}", path.display()))?;
+                    if s.horizon() != ours {
+                        bail!(
+                            "{}: the PyTorch run's schedule spans {} steps, and this run's would span {}; \
+                             give the --epochs (and --schedule-per) the PyTorch run was made with",
+                            path.display(),
+                            s.horizon().map_or("an open number of".into(), |h| h.to_string()),
+                            ours.map_or("an open number of".into(), |h| h.to_string()),
+                        );
+                    }
                     if let Some(groups) = ckpt.optimizer.get("param_groups") {
                         s.load_param_group_entries(groups)
                             .with_context(|| format!("cannot restore the schedule from {}", path.display()))?;
@@ -355,10 +375,14 @@ pub fn config_of_pytorch_checkpoint(path: &Path, config: &TrainConfig) -> Result
 /// The last complete checkpoint of a run folder as a PyTorch training checkpoint: weights,
 /// the optimizer's state dict (with the schedule's keys in its `param_groups`, as PyTorch
 /// keeps them), the schedule's state dict, and the completed epochs.
-pub fn last_as_training_checkpoint(run_dir: &Path, config: &TrainConfig) -> Result<(TrainingCheckpoint, LoopState)> {
+pub fn last_as_training_checkpoint(
+    experiment: &dyn Experiment,
+    run_dir: &Path,
+    config: &TrainConfig,
+) -> Result<(TrainingCheckpoint, LoopState)> {
     let pair = read_last(run_dir)?;
-    let (vs, _net) = crate::train::setup::build_model(tch::Device::Cpu, config.num_classes, false)?;
-    let mut optimizer = optimizer_setup::build_optimizer(&vs, config)?;
+    let (vs, net) = crate::train::setup::build_network(experiment, config, tch::Device::Cpu, false)?;
+    let mut optimizer = optimizer_setup::build_optimizer(&vs, &net.parameter_names(), config)?;
     optimizer.load_state(&pair.saved_state(optimizer.as_ref())?)?;
     let mut state_dict = optimizer.state_dict();
     if let Some(schedule) = &pair.state.schedule {

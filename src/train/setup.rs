@@ -1,14 +1,15 @@
 //! What a run (or an evaluation) works with before its first step: the device, the data set
 //! on it, the split and the images each phase uses, and the model.
 
-use anyhow::Result;
+use anyhow::{anyhow, bail, Result};
 use tch::{nn, Device};
 
 use crate::data::split::{self, Split};
 use crate::data::transforms::{self, Preprocess};
 use crate::data::{DatasetKind, ImageDataset, TransformSpec};
-use crate::model::{self, AlexNet};
+use crate::model::{self, AlexNet, Network};
 use crate::train::config::TrainConfig;
+use crate::train::experiment::Experiment;
 
 /// The device, data, split and model a run (or an evaluation) works with.
 pub struct Setup {
@@ -19,9 +20,9 @@ pub struct Setup {
     pub channels_last: bool,
 }
 
-/// Chooses the device, applies thread settings, and loads (downloading if needed) the data set
-/// onto the device.
-pub fn setup(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<Setup> {
+/// Chooses the device, applies thread settings, and loads the experiment's data set onto the
+/// device.
+pub fn setup(config: &TrainConfig, experiment: &dyn Experiment, log: &mut dyn FnMut(&str)) -> Result<Setup> {
     let device = crate::device::parse_device(&config.device)?;
     if let Some(threads) = config.threads {
         tch::set_num_threads(threads as i32);
@@ -33,13 +34,55 @@ pub fn setup(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<Setup> {
         crate::ffi::set_cuda_autocast_bf16(true)?;
     }
     let channels_last = config.memory_format == "channels-last";
-    let data = crate::data::load(DatasetKind::Cifar10, &config.data_dir, config.download, log)?.to_device(device);
-    let n = data.train_labels.size()[0] as usize;
-    let split = split::train_valid_split(n, config.valid_size, config.split_seed(), config.split_rng)?;
+    let data = experiment.load_data(config, log)?;
+    check_dataset(config, &data)?;
+    let data = data.to_device(device);
+    log(&format!(
+        "Data: {}, {} training and {} test images of {:?}, {} classes, on {}",
+        data.name,
+        data.train_len(),
+        data.test_len(),
+        data.image_shape(),
+        data.num_classes,
+        crate::device::device_name(device)
+    ));
+    let split = split::train_valid_split(data.train_len(), config.valid_size, config.split_seed(), config.split_rng)?;
     let spec = TransformSpec::alexnet_tutorial();
     spec.check_images(data.image_shape())?;
     let preprocess = Preprocess::new(&spec, device, channels_last)?;
     Ok(Setup { device, data, split, preprocess, channels_last })
+}
+
+/// Refuses a data set the settings do not fit: labels beyond the network's classes, or a
+/// validation share that leaves no training image.
+fn check_dataset(config: &TrainConfig, data: &ImageDataset) -> Result<()> {
+    if data.num_classes > config.num_classes {
+        bail!(
+            "{} has {} classes, but the network is built for {} (set num_classes to the data set's)",
+            data.name,
+            data.num_classes,
+            config.num_classes
+        );
+    }
+    let train = data.train_len();
+    if config.limit_train.is_none() && train > 0 && (config.valid_size * train as f64).floor() as usize >= train {
+        bail!(
+            "valid size {} leaves none of the {train} training images of {} to train on",
+            config.valid_size,
+            data.name
+        );
+    }
+    Ok(())
+}
+
+/// The data set `config.dataset` names ([`DatasetKind`]: `cifar10`, `cifar100`,
+/// `cifar100-coarse`) from `config.data_dir`, downloaded there when missing and allowed, on the CPU.
+pub fn load_builtin_dataset(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<ImageDataset> {
+    use clap::ValueEnum;
+    let kind = DatasetKind::from_str(&config.dataset, true).map_err(|_| {
+        anyhow!("unknown data set `{}`: the built-in ones are cifar10, cifar100 and cifar100-coarse", config.dataset)
+    })?;
+    Ok(crate::data::load(kind, &config.data_dir, config.download, log)?)
 }
 
 /// The images each phase of a run uses: the split's, cut to the `--limit-*` flags.
@@ -88,7 +131,7 @@ fn first_n(indices: &[i64], limit: Option<usize>) -> Vec<i64> {
 }
 
 /// Converts the 4-D (conv) weights to channels-last strides.
-fn model_to_channels_last(vs: &nn::VarStore) {
+pub fn model_to_channels_last(vs: &nn::VarStore) {
     tch::no_grad(|| {
         for (_, mut var) in vs.variables() {
             if var.dim() == 4 {
@@ -98,10 +141,26 @@ fn model_to_channels_last(vs: &nn::VarStore) {
     });
 }
 
-/// The model on `device`, with the variable store that owns its weights.
+/// The recipe's AlexNet on `device`, with the variable store that owns its weights.
 pub fn build_model(device: Device, num_classes: i64, channels_last: bool) -> Result<(nn::VarStore, AlexNet)> {
     let vs = nn::VarStore::new(device);
     let net = model::alexnet(&vs.root(), num_classes)?;
+    if channels_last {
+        model_to_channels_last(&vs);
+    }
+    Ok((vs, net))
+}
+
+/// The experiment's network for `config` on `device`, with the variable store that owns its
+/// weights.
+pub fn build_network(
+    experiment: &dyn Experiment,
+    config: &TrainConfig,
+    device: Device,
+    channels_last: bool,
+) -> Result<(nn::VarStore, Box<dyn Network>)> {
+    let vs = nn::VarStore::new(device);
+    let net = experiment.build_network(config, &vs.root())?;
     if channels_last {
         model_to_channels_last(&vs);
     }

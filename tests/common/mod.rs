@@ -29,6 +29,30 @@ pub fn run_reference(python: &Path, args: &[&str]) {
     assert!(out.status.success(), "reference.py {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// Runs `tests/fixtures/<script>` with `args`; panics with its stderr on failure and returns
+/// its stdout.
+pub fn run_fixture(python: &Path, script: &str, args: &[&str]) -> String {
+    let out = Command::new(python)
+        .arg(project_root().join("tests/fixtures").join(script))
+        .args(args)
+        .output()
+        .expect("cannot start the reference Python");
+    assert!(out.status.success(), "{script} {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `draw` right after `tch::manual_seed(seed)`, holding a lock on libtorch's global
+/// generator. The tests of a binary run on parallel threads and share that generator, so a test
+/// that needs the exact numbers of a seed (bit-for-bit init parity) seeds and draws under this
+/// lock, and so does every other test of its binary that draws, or its draws may land between.
+pub fn with_seed<T>(seed: i64, draw: impl FnOnce() -> T) -> T {
+    static GLOBAL_GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A test that panicked while drawing leaves nothing half-done that matters to the next.
+    let _guard = GLOBAL_GENERATOR.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    tch::manual_seed(seed);
+    draw()
+}
+
 /// Whether `TCH_ALEXNET_REQUIRE_ALL=1` (set by `.ci/run`): every skip CI could avoid fails.
 pub fn require_all() -> bool {
     std::env::var("TCH_ALEXNET_REQUIRE_ALL").is_ok_and(|v| v == "1")
