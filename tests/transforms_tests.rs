@@ -4,6 +4,7 @@
 
 mod common;
 
+use proptest::prelude::*;
 use tch::{Device, Kind, Tensor};
 use tch_alexnet::data::batches::{Batch, Batches};
 use tch_alexnet::data::split::epoch_plan;
@@ -115,6 +116,31 @@ fn fused_crop_kernel_equals_the_tensor_path_bit_for_bit() {
                 assert!(bitwise_equal(&fused, &uint8_path), "{what}: fused and uint8 gather differ");
             }
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Any shape (one-pixel axes included), padding (wider than the image included), offsets
+    /// and flips: the fused kernel and the tensor path agree bit for bit, in both layouts.
+    #[test]
+    fn fused_crop_kernel_equals_the_tensor_path_on_any_shape(
+        (c, h, w) in (1i64..5, 1i64..12, 1i64..12),
+        padding in 0i64..15,
+        n in 1usize..6,
+        seed in any::<u64>(),
+        channels_last in any::<bool>(),
+    ) {
+        let images = fixed_images(n as i64 + 2, c, h, w);
+        let idx = Tensor::from_slice(&(0..n as i64).rev().collect::<Vec<_>>());
+        let plan = epoch_plan(n, seed, 0).with_crops(seed, 0, padding);
+        let crops = Tensor::from_slice(&plan.crops.concat()).view([-1, 2]);
+        let flips = Tensor::from_slice(&plan.flips);
+        let pre = Preprocess::new(&crop_spec(c as usize, padding), Device::Cpu, channels_last).unwrap();
+        let fused = pre.apply_gathered(&images, &idx, Some(&flips), Some(&crops));
+        let tensor = pre.apply_gathered(&images.to_kind(Kind::Float), &idx, Some(&flips), Some(&crops));
+        prop_assert!(bitwise_equal(&fused, &tensor));
     }
 }
 
