@@ -282,3 +282,24 @@ fn synthetic_cifar100_loads() {
     let counts = data.train_labels.bincount::<tch::Tensor>(None, 100);
     assert!(counts.min().int64_value(&[]) > 300, "every fine class drawn: {counts}");
 }
+
+/// Runs where CIFAR100_DIR points at the real `cifar-100-binary/` (it cannot be downloaded
+/// here, and CI does not have it: a skip is listed, not a failure).
+#[test]
+fn real_cifar100_has_the_documented_counts_and_names() {
+    let Some(dir) = std::env::var_os("CIFAR100_DIR") else {
+        common::skip_hardware("CIFAR100_DIR is not set; the real CIFAR-100 checks did not run");
+        return;
+    };
+    for (kind, classes, train, test, first) in
+        [(LabelKind::Fine, 100, 500, 100, "apple"), (LabelKind::Coarse, 20, 2_500, 500, "aquatic_mammals")]
+    {
+        let data = cifar100::load_dir(Path::new(&dir), kind).unwrap();
+        assert_eq!((data.train_len(), data.test_len()), (50_000, 10_000));
+        let train_counts = data.train_labels.bincount::<tch::Tensor>(None, classes);
+        let test_counts = data.test_labels.bincount::<tch::Tensor>(None, classes);
+        assert!(train_counts.eq(train).all().int64_value(&[]) == 1, "{kind:?}: {train_counts}");
+        assert!(test_counts.eq(test).all().int64_value(&[]) == 1, "{kind:?}: {test_counts}");
+        assert_eq!(data.class_names[0], first);
+    }
+}

@@ -12,7 +12,6 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::data::cifar::{CHANNELS, IMAGE_BYTES, IMAGE_SIZE};
@@ -31,9 +30,9 @@ pub const COARSE_NAMES_FILE: &str = "coarse_label_names.txt";
 /// Name of the folder inside the official archive, and under `--data-dir`.
 pub const FOLDER_NAME: &str = "cifar-100-binary";
 
-/// Which of a record's two labels a data set uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
+/// Which of a record's two labels a data set uses (chosen by name with
+/// [`crate::data::DatasetKind`]: `cifar100` or `cifar100-coarse`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LabelKind {
     /// The 100 classes (the second byte of a record): what CIFAR-100 results usually mean.
     #[default]
