@@ -7,7 +7,7 @@ use tch::nn;
 use tch::{Device, Kind, Tensor};
 
 use crate::data::cifar::{CLASS_NAMES, IMAGE_SIZE};
-use crate::data::transforms::Preprocess;
+use crate::data::transforms::{Preprocess, TransformSpec};
 use crate::formats::{safetensors, state_dict};
 use crate::model::{ModelKind, Network};
 
@@ -99,7 +99,8 @@ pub struct Prediction {
 
 /// The `k` most likely classes of each image in `images` (`uint8 [N, 3, 32, 32]`).
 pub fn predict(net: &dyn Network, num_classes: i64, images: &Tensor, device: Device, k: i64) -> Vec<Vec<Prediction>> {
-    let pre = Preprocess::new(device);
+    let pre = Preprocess::new(&TransformSpec::alexnet_tutorial(), device, false)
+        .expect("the AlexNet tutorial's transform spec is valid");
     let probs = tch::no_grad(|| net.forward_t(&pre.apply(&images.to_device(device), None), false))
         .softmax(-1, Kind::Float)
         .to_device(Device::Cpu);

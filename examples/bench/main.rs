@@ -169,6 +169,25 @@ fn write_report(args: &Args, report: &serde_json::Value) -> Result<()> {
     Ok(())
 }
 
+/// Images per second of the ResNet-18 recipe's training transform (gather, random crop with
+/// padding 4, flip, normalise) through `Batches::for_epoch`, batch 128, in the run's layout.
+fn crop_pipeline(setup: &training::Setup, args: &Args) -> Result<Vec<f64>> {
+    const BATCH: usize = 128;
+    let spec = tch_alexnet::data::TransformSpec::resnet18_cifar();
+    let (device, batches) = (setup.device, args.data_batches);
+    let preprocess = transforms::Preprocess::new(&spec, device, args.memory_format == "channels-last")?;
+    let need = (batches + 1) * BATCH;
+    let split = setup.split.train.get(..need).context("too few training images for the crop measure")?;
+    let plan = preprocess.epoch_plan(need, 1, 0);
+    let (images, labels) = (&setup.data.train_images, &setup.data.train_labels);
+    Ok(time_images(args.reps, batches * BATCH, device, || {
+        let all = Batches::for_epoch(images, labels, split, &plan, true, BATCH, &preprocess);
+        for batch in all.skip(1) {
+            drop(batch);
+        }
+    }))
+}
+
 fn run() -> Result<()> {
     let args = Args::parse();
     tch_alexnet::ffi::set_onednn_enabled(args.onednn)?;
@@ -248,9 +267,15 @@ fn run() -> Result<()> {
     });
     eprintln!("data pipeline: {:.0} images/s", median(data_rates.clone()));
 
+    // 3b. The ResNet-18 recipe's transform (crop with padding 4, flip, normalise, no resize;
+    // the fused crop kernel on the CPU) at its batch size, 128.
+    let crop_rates = crop_pipeline(&setup, &args)?;
+    eprintln!("data pipeline, random crop (batch 128): {:.0} images/s", median(crop_rates.clone()));
+
     // 1. Training step: gather, transforms, forward, loss, backward, SGD.
     let channels_last = args.memory_format == "channels-last";
-    let preprocess = transforms::Preprocess::new(device).channels_last(channels_last);
+    let preprocess =
+        transforms::Preprocess::new(&tch_alexnet::data::TransformSpec::alexnet_tutorial(), device, channels_last)?;
     tch::manual_seed(1);
     let (vs, net) = training::build_model(device, 10, channels_last)?;
     let mut sgd = optimizer_setup::build_optimizer(&vs, &tch_alexnet::model::parameter_names(), &config)?;
@@ -311,6 +336,8 @@ fn run() -> Result<()> {
         "eval_runs": eval_rates,
         "data_images_per_sec": median(data_rates.clone()),
         "data_runs": data_rates,
+        "data_crop_images_per_sec": median(crop_rates.clone()),
+        "data_crop_runs": crop_rates,
         "load_seconds": load_seconds,
         "data_folder": folder,
         "load_seconds_tch_load_dir": tch_load_seconds,
