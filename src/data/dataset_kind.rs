@@ -24,6 +24,13 @@ pub enum DatasetKind {
     Cifar100Coarse,
 }
 
+impl std::fmt::Display for DatasetKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use clap::ValueEnum;
+        f.write_str(self.to_possible_value().expect("every data set has a name").get_name())
+    }
+}
+
 impl DatasetKind {
     /// Its archive: URL, MD5, folder name and the check of that folder.
     pub fn archive(self) -> &'static Archive {

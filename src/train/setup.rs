@@ -6,7 +6,7 @@ use tch::{nn, Device};
 
 use crate::data::split::{self, Split};
 use crate::data::transforms::{self, Preprocess};
-use crate::data::{DatasetKind, ImageDataset, TransformSpec};
+use crate::data::{DatasetKind, ImageDataset};
 use crate::model::{self, AlexNet, Network};
 use crate::train::config::TrainConfig;
 use crate::train::experiment::Experiment;
@@ -47,9 +47,8 @@ pub fn setup(config: &TrainConfig, experiment: &dyn Experiment, log: &mut dyn Fn
         crate::device::device_name(device)
     ));
     let split = split::train_valid_split(data.train_len(), config.valid_size, config.split_seed(), config.split_rng)?;
-    let spec = TransformSpec::alexnet_tutorial();
-    spec.check_images(data.image_shape())?;
-    let preprocess = Preprocess::new(&spec, device, channels_last)?;
+    config.transforms.check_images(data.image_shape())?;
+    let preprocess = Preprocess::new(&config.transforms, device, channels_last)?;
     Ok(Setup { device, data, split, preprocess, channels_last })
 }
 

@@ -30,7 +30,8 @@ impl Trainer<'_> {
     ) -> Result<EpochEnd> {
         let (config, data) = (self.config, &self.setup.data);
         let epoch = self.state.epoch;
-        let plan = self.dp.shard_epoch(split::epoch_plan(self.subsets.train.len(), config.seed, epoch));
+        let plan = self.setup.preprocess.epoch_plan(self.subsets.train.len(), config.seed, epoch);
+        let plan = self.dp.shard_epoch(plan);
         let steps = split::steps_per_epoch(plan.order.len(), config.batch_size);
         let batches = Batches::for_epoch(
             &data.train_images,
@@ -175,18 +176,20 @@ impl Trainer<'_> {
             test_loss: test.as_ref().map(|t| t.loss),
             test_acc: test.as_ref().map(|t| t.accuracy),
         };
+        let validated = match valid.images {
+            0 => String::new(),
+            _ => format!(", val loss {:.4}, val acc {:.2}%", valid.loss, 100.0 * valid.accuracy),
+        };
         let tested = match &test {
             Some(t) => format!(", test loss {:.4}, test acc {:.2}%", t.loss, 100.0 * t.accuracy),
             None => String::new(),
         };
         log(&format!(
-            "epoch {}/{}: train loss {:.4}, train acc {:.2}%, val loss {:.4}, val acc {:.2}%{tested}, {:.1} s ({:.0} img/s)",
+            "epoch {}/{}: train loss {:.4}, train acc {:.2}%{validated}{tested}, {:.1} s ({:.0} img/s)",
             metrics.epoch,
             config.epochs,
             metrics.train_loss,
             100.0 * metrics.train_acc,
-            metrics.val_loss,
-            100.0 * metrics.val_acc,
             metrics.seconds,
             metrics.images_per_sec
         ));
