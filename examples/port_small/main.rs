@@ -84,7 +84,7 @@ struct Cli {
 enum Command {
     /// Train SmallNet on CIFAR-10 as the PyTorch script does (every flag of `train`; the
     /// defaults are the script's).
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Run weights PyTorch saved (or a checkpoint of `port_small train`) and compare with
     /// PyTorch's logits.
     Run(run_weights::RunArgs),
