@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod optim;
 pub mod optimizer_setup;
 pub mod plot;
+pub mod pytorch_run;
 pub mod recipe;
 pub mod resume;
 pub mod run_dir;
