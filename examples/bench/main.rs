@@ -17,6 +17,7 @@ use tch_alexnet::train::optimizer_setup;
 use tch_alexnet::train::{self as training, TrainConfig};
 
 mod optimizer_step;
+mod resnet18_step;
 
 tch_alexnet::use_jemalloc!();
 
@@ -72,6 +73,15 @@ struct Args {
     /// compare with `scripts/bench_optimizer.py` (PyTorch's torch.optim); no data set needed.
     #[arg(long)]
     only_optimizer_step: bool,
+    /// Measure only the `resnet18-cifar` recipe's training step (batch 128, crop and flip) and
+    /// its test forward (batch 100), to compare with `scripts/bench_resnet18.py`
+    /// (kuangliu/pytorch-cifar's loop); --train-steps, --eval-batches, --reps apply.
+    #[arg(long)]
+    only_resnet18_step: bool,
+    /// With --only-resnet18-step: also time the parts of a step (batch, forward, backward,
+    /// optimizer) one by one.
+    #[arg(long)]
+    phases: bool,
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -91,6 +101,11 @@ fn peak_rss_mb() -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
+}
+
+/// The one-minute load average (Linux `/proc/loadavg`): how busy the machine was.
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
 }
 
 /// Images per second of `reps` timed calls of `work`, each processing `images_per_rep` images.
@@ -188,6 +203,18 @@ fn crop_pipeline(setup: &training::Setup, args: &Args) -> Result<Vec<f64>> {
     }))
 }
 
+/// --data-dir, or a synthetic full-size set written once to the temp folder.
+fn data_dir(args: &Args) -> Result<PathBuf> {
+    if let Some(d) = &args.data_dir {
+        return Ok(d.clone());
+    }
+    let d = std::env::temp_dir().join("tch-alexnet-bench-synthetic");
+    if cifar::check_dir(&d).is_err() {
+        tch_alexnet::data::synthetic::write_dataset(&d, 7).context("cannot write the synthetic data set")?;
+    }
+    Ok(d)
+}
+
 fn run() -> Result<()> {
     let args = Args::parse();
     tch_alexnet::ffi::set_onednn_enabled(args.onednn)?;
@@ -208,16 +235,22 @@ fn run() -> Result<()> {
         report["threads"] = args.threads.into();
         return write_report(&args, &report);
     }
-    let data_dir = match &args.data_dir {
-        Some(d) => d.clone(),
-        None => {
-            let d = std::env::temp_dir().join("tch-alexnet-bench-synthetic");
-            if cifar::check_dir(&d).is_err() {
-                tch_alexnet::data::synthetic::write_dataset(&d, 7).context("cannot write the synthetic data set")?;
-            }
-            d
-        }
-    };
+    let data_dir = data_dir(&args)?;
+    if args.only_resnet18_step {
+        let options = resnet18_step::Options {
+            data_dir: &data_dir,
+            device: &args.device,
+            threads: args.threads,
+            memory_format: &args.memory_format,
+            train_steps: args.train_steps,
+            eval_batches: args.eval_batches,
+            reps: args.reps,
+            phases: args.phases,
+        };
+        let mut report = resnet18_step::measure(&options)?;
+        report["implementation"] = format!("rust ({})", tch_alexnet::versions::summary()).into();
+        return write_report(&args, &report);
+    }
     let config = TrainConfig {
         data_dir: data_dir.clone(),
         download: false,
