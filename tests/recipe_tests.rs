@@ -77,7 +77,8 @@ fn assert_same_run(a: &Path, b: &Path) {
     for (x, y) in ma.iter().zip(&mb) {
         let keys: Vec<&String> = x.as_object().unwrap().keys().collect();
         assert_eq!(keys, y.as_object().unwrap().keys().collect::<Vec<_>>());
-        for key in keys.into_iter().filter(|k| !["seconds", "images_per_sec"].contains(&k.as_str())) {
+        let times = ["seconds", "images_per_sec", "allreduce_seconds"];
+        for key in keys.into_iter().filter(|k| !times.contains(&k.as_str())) {
             assert_eq!(x[key], y[key], "metrics {key}: {x} vs {y}");
         }
     }
@@ -302,7 +303,8 @@ const DDP_MOMENTUM_TOLERANCE: f64 = 0.0;
 
 /// Two ranks train ResNet-18: `train --recipe resnet18-cifar --nproc-per-node 2` (Gloo on
 /// 127.0.0.1, batch 4 per rank) writes a normal run folder, tests every epoch, and ends with
-/// bit-identical replicas; and, as tests/ddp_tests.rs checks for AlexNet, three data-parallel
+/// bit-identical replicas; stopped by SIGTERM in epoch 2 and resumed, it ends bit-identical to
+/// the uninterrupted run; and, as tests/ddp_tests.rs checks for AlexNet, three data-parallel
 /// steps of ResNet-18 with the recipe's SGD agree with PyTorch's DistributedDataParallel on
 /// every rank's weights, BatchNorm buffers and momentum (float64, the same per-rank batches).
 ///
@@ -316,26 +318,34 @@ fn two_ranks_train_resnet18() {
     }
     let data = synthetic_data_dir();
     let dir = tempfile::tempdir().unwrap();
-    let run = dir.path().join("ddp");
-    let args = [
-        common::with_flags(resnet_args(s(&data), s(&run)), &["--epochs", "1", "--batch-size", "4", "--threads", "1"]),
-        vec!["--nproc-per-node", "2"],
-    ]
-    .concat();
-    let f = run_bin(&example_bin("train"), &args);
+    let (run, cut) = (dir.path().join("ddp"), dir.path().join("cut"));
+    let flags = ["--batch-size", "4", "--threads", "1", "--nproc-per-node", "2"];
+    let f = run_bin(&example_bin("train"), &common::with_flags(resnet_args(s(&data), s(&run)), &flags));
     assert_ok(&f, "the two-rank resnet18-cifar run");
     assert!(f.stdout.contains("All 2 ranks hold bit-identical weights, buffers and optimizer state"), "{}", f.stdout);
     let config = read_json(&run.join("config.json"));
     assert_eq!((config["world_size"].as_u64(), config["global_batch_size"].as_u64()), (Some(2), Some(8)));
     assert_eq!((config["recipe"].as_str(), config["model"].as_str()), (Some("resnet18-cifar"), Some("resnet18")));
     let lines = metrics(&run);
-    assert_eq!(lines.len(), 1);
-    assert_eq!(lines[0]["steps"], 4, "32 images, 16 per rank in steps of 4: {}", lines[0]);
-    assert!(lines[0]["test_acc"].as_f64().is_some(), "{}", lines[0]);
+    assert_eq!(lines.len(), 2);
+    for m in &lines {
+        assert_eq!(m["steps"], 4, "32 images, 16 per rank in steps of 4: {m}");
+        assert!(m["test_acc"].as_f64().is_some(), "{m}");
+    }
     let summary = read_json(&run.join("summary.json"));
     assert_eq!(summary["test_images"], 16);
-    assert_eq!(summary["test_acc_last"], lines[0]["test_acc"], "{summary}");
+    assert_eq!(summary["test_acc_last"], lines[1]["test_acc"], "{summary}");
     assert_eq!(checkpoint::load_tensors(&run.join("best.safetensors")).unwrap().metadata["model"], "resnet18");
+
+    // SIGTERM to the launcher in the middle of epoch 2, then --resume: each rank's crops and
+    // flips of the rest of the epoch are the uninterrupted run's, to the bit.
+    let args = common::with_flags(resnet_args(s(&data), s(&cut)), &flags);
+    let (code, lines) = train_until_sigterm(&args, "epoch 2/2 step 1/4");
+    assert_eq!(code, Some(143), "{lines:?}");
+    assert!(lines.iter().any(|l| l.starts_with("Interrupted at epoch 2, step")), "{lines:?}");
+    let f = run_bin(&example_bin("train"), &["--resume", s(&cut), "--nproc-per-node", "2"]);
+    assert_ok(&f, "the two-rank resume");
+    assert_same_run(&run, &cut);
 
     let python = require_reference_python!();
     let dir = dir.path();
