@@ -30,6 +30,15 @@ use tch_alexnet::train::data_parallel::DataParallel;
 use tch_alexnet::train::recipe::Recipe;
 use tch_alexnet::train::{optimizer_setup, StepSettings};
 
+/// Held by each test of this binary for its whole length: every test runs its programs on the
+/// machine's two cores (two libtorch threads, or two ranks), so two at once only contend: on a
+/// 2-core machine busy with other work, this file took 790 s (352 s of CPU) with cargo's two
+/// test threads, and 229 s (109 s of CPU) one test at a time.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -160,6 +169,7 @@ fn train_until_sigterm(args: &[&str], after: &str) -> (Option<i32>, Vec<String>)
 /// metric and every line of steps.jsonl.
 #[test]
 fn resnet18_recipe_run_folder_records_the_recipe_and_resumes_exactly() {
+    let _alone = one_at_a_time();
     let full = resnet_run();
     let config = read_json(&full.join("config.json"));
     for (key, value) in [
@@ -313,6 +323,7 @@ const DDP_MOMENTUM_TOLERANCE: f64 = 0.0;
 /// tests/ddp_tests.rs asserts no such equivalence for AlexNet either.
 #[test]
 fn two_ranks_train_resnet18() {
+    let _alone = one_at_a_time();
     if !common::gloo_or_skip("the ResNet-18 data-parallel test") {
         return;
     }
@@ -396,6 +407,7 @@ const EVAL_LOSS_TOLERANCE: f64 = 1.2e-6;
 /// file is taken for AlexNet's, and refused with one clear line.
 #[test]
 fn a_kuangliu_checkpoint_evaluates_as_its_main_py_tests_it() {
+    let _alone = one_at_a_time();
     let python = require_reference_python!();
     let data = synthetic_data_dir();
     let dir = tempfile::tempdir().unwrap();
@@ -470,6 +482,7 @@ const OURS_IN_PYTORCH_LOGITS: f64 = 0.0;
 /// run's test accuracy.
 #[test]
 fn our_resnet18_checkpoints_load_into_kuangliu_s_class_and_evaluate() {
+    let _alone = one_at_a_time();
     let run = resnet_run();
     let data = synthetic_data_dir();
     let best = run.join("best.safetensors");
@@ -553,6 +566,7 @@ fn port_small_args<'a>(data: &'a str, out: &'a str) -> Vec<&'a str> {
 /// checkpoint resumes from epoch 1's and ends bit-identical to the uninterrupted run.
 #[test]
 fn port_small_trains_end_to_end_and_resumes_exactly() {
+    let _alone = one_at_a_time();
     let data = synthetic_data_dir();
     let dir = tempfile::tempdir().unwrap();
     let (full, cut) = (dir.path().join("full"), dir.path().join("cut"));
