@@ -238,12 +238,31 @@ pub fn assert_all_close(
     worst
 }
 
+/// The cargo running these tests, as a command without what cargo set for this test about this
+/// package (`CARGO_MANIFEST_DIR`, `OUT_DIR`, …): cargo compares a build script's
+/// `rerun-if-env-changed` variables with its own environment, and ring's build script watches
+/// `CARGO_MANIFEST_DIR`, so a cargo started with them would rebuild ring, rustls, ureq,
+/// tch-alexnet and every example, and the next `cargo test` all of them again.
+pub fn cargo_command() -> Command {
+    let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into()));
+    for (var, _) in std::env::vars_os() {
+        let name = var.to_string_lossy();
+        let set_by_cargo = ["CARGO_PKG_", "CARGO_MANIFEST_"].iter().any(|p| name.starts_with(p))
+            || ["CARGO_CRATE_NAME", "CARGO_BIN_NAME", "CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "OUT_DIR"]
+                .contains(&&*name);
+        if set_by_cargo {
+            cargo.env_remove(&var);
+        }
+    }
+    cargo
+}
+
 /// Path of a compiled example (`train`, `evaluate`, `predict`), built on first use so that
 /// `cargo test --test <one>` works too.
 pub fn example_bin(name: &str) -> PathBuf {
     static BUILT: std::sync::Once = std::sync::Once::new();
     BUILT.call_once(|| {
-        let status = Command::new(env!("CARGO"))
+        let status = cargo_command()
             .args(["build", "--examples", "--quiet"])
             .current_dir(project_root())
             .status()
