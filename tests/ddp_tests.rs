@@ -22,17 +22,9 @@ use tch_alexnet::train::data_parallel::DataParallel;
 const STEPS: usize = 3;
 const WORLD: usize = 2;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// Skips (or, under TCH_ALEXNET_REQUIRE_ALL=1, fails) where this build has no Gloo.
 fn gloo_or_skip() -> bool {
-    if Backend::Gloo.is_available() {
-        return true;
-    }
-    common::skip_or_fail("this build has no Gloo (libgloo-dev); the data-parallel tests did not run");
-    false
+    common::gloo_or_skip("the data-parallel tests")
 }
 
 /// One rank of the parity test, started by `ddp_steps_match_pytorch_ddp` with the rank's
@@ -133,53 +125,26 @@ fn ddp_steps_match_pytorch_ddp() {
     let out = Command::new(&python)
         .arg(common::project_root().join("scripts/reference_ddp.py"))
         .args([dir.join("init.safetensors"), dir.join("batches.safetensors"), torch_dir.clone()])
-        .args(["--world-size", &WORLD.to_string(), "--steps", &STEPS.to_string(), "--port", &free_port().to_string()])
+        .args([
+            "--world-size",
+            &WORLD.to_string(),
+            "--steps",
+            &STEPS.to_string(),
+            "--port",
+            &common::free_port().to_string(),
+        ])
         .arg("--double")
         .output()
         .unwrap();
     assert!(out.status.success(), "reference_ddp.py failed:\n{}", String::from_utf8_lossy(&out.stderr));
 
-    let port = free_port().to_string();
-    let exe = std::env::current_exe().unwrap();
-    let ranks: Vec<Child> = (0..WORLD)
-        .map(|rank| {
-            Command::new(&exe)
-                .args(["ddp_rank_process", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
-                .env("DDP_TEST_DIR", dir)
-                .envs(rank_env(rank, &port))
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for rank in ranks {
-        let out = rank.wait_with_output().unwrap();
-        assert!(out.status.success(), "rank failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    }
-    let load = |path: PathBuf| checkpoint::load_tensors(&path).unwrap().tensors;
-    for rank in 0..WORLD {
-        for (what, bound) in [("state", STATE_TOLERANCE), ("momentum", MOMENTUM_TOLERANCE)] {
-            let ours = load(dir.join(format!("rust{rank}_{what}.safetensors")));
-            let theirs = load(torch_dir.join(format!("rank{rank}_{what}.safetensors")));
-            let name = format!("rank {rank} {what} after {STEPS} float64 DDP steps vs PyTorch DDP");
-            common::assert_all_close(&name, &ours, &theirs, bound);
-        }
-    }
-    let (a, b) = (load(dir.join("rust0_state.safetensors")), load(dir.join("rust1_state.safetensors")));
-    for (name, t) in a.iter().filter(|(n, _)| !n.contains("running_") && !n.contains("num_batches")) {
-        assert!(t.equal(&b[name]), "{name}: the two ranks' weights differ");
-    }
+    common::run_rank_processes("ddp_rank_process", "DDP_TEST_DIR", dir, WORLD);
+    let what = format!("after {STEPS} float64 DDP steps vs PyTorch DDP");
+    common::assert_ddp_ranks_match_pytorch(&what, dir, &torch_dir, WORLD, (STATE_TOLERANCE, MOMENTUM_TOLERANCE));
 }
 
 fn rank_env(rank: usize, port: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("RANK", rank.to_string()),
-        ("LOCAL_RANK", rank.to_string()),
-        ("WORLD_SIZE", WORLD.to_string()),
-        ("MASTER_ADDR", "127.0.0.1".to_string()),
-        ("MASTER_PORT", port.to_string()),
-    ]
+    common::rank_env(rank, WORLD, port)
 }
 
 /// The flags of a small two-rank run: 32 training images, batch 4 per rank (4 steps).
@@ -212,7 +177,7 @@ fn launcher_and_torchrun_runs_agree_and_sigterm_resumes_exactly() {
 
     if let Some(python) = common::reference_python() {
         let torchrun_bin = python.parent().unwrap().join("torchrun");
-        let port = free_port().to_string();
+        let port = common::free_port().to_string();
         let out = Command::new(&torchrun_bin)
             .args(["--nproc-per-node", "2", "--master-port", &port, "--no-python"])
             .arg(example_bin("train"))
@@ -303,7 +268,7 @@ fn a_killed_rank_stops_the_other_and_resume_finishes() {
     let out = root.path().join("run");
     let o = out.to_str().unwrap();
     let args = with_flags(ddp_args(data.to_str().unwrap(), o), &["--save-every", "1", "--limit-train", "64"]);
-    let port = free_port().to_string();
+    let port = common::free_port().to_string();
     let rank0 = spawn_rank(0, &port, &args);
     let mut rank1 = spawn_rank(1, &port, &args);
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -339,7 +304,7 @@ fn mismatched_ranks_and_a_busy_port_are_clear_errors() {
     let d = data.to_str().unwrap();
     let out = root.path().join("run");
     let o = out.to_str().unwrap();
-    let port = free_port().to_string();
+    let port = common::free_port().to_string();
     let rank0 = spawn_rank(0, &port, &ddp_args(d, o));
     let rank1 = spawn_rank(1, &port, &with_flags(ddp_args(d, o), &["--batch-size", "8"]));
     let (code1, stderr1) = stderr_of(rank1);

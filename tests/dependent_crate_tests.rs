@@ -58,20 +58,9 @@ fn a_crate_made_by_new_crate_builds_and_runs_without_environment_variables() {
     run(new_crate.env("LIBTORCH", libtorch));
 
     let release = !cfg!(debug_assertions);
-    let mut build = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    // Without what cargo set for this test (see `common::cargo_command`).
+    let mut build = common::cargo_command();
     build.args(["build", "--offline"]).current_dir(&dir).env("CARGO_TARGET_DIR", target_dir());
-    // Not what cargo set for this test about this package (`CARGO_MANIFEST_DIR`, `OUT_DIR`,
-    // …): cargo compares a build script's `rerun-if-env-changed` variables with its own
-    // environment, so ring's build script (it watches `CARGO_MANIFEST_DIR`) would run again,
-    // and ring, rustls, ureq and tch-alexnet be rebuilt, on every run.
-    for (var, _) in std::env::vars_os() {
-        let name = var.to_string_lossy();
-        let set_by_cargo = ["CARGO_PKG_", "CARGO_MANIFEST_"].iter().any(|p| name.starts_with(p))
-            || ["CARGO_CRATE_NAME", "CARGO_BIN_NAME", "CARGO_PRIMARY_PACKAGE", "OUT_DIR"].contains(&&*name);
-        if set_by_cargo {
-            build.env_remove(&var);
-        }
-    }
     if release {
         build.arg("--release");
     }

@@ -122,10 +122,12 @@ fn sgd_with_onecycle_resumes_exactly_mid_schedule() {
 }
 
 /// A run folder written before optimizers and schedules were settings (config.json without
-/// them, the optimizer file holding SGD momentum buffers by parameter name) resumes as SGD and
-/// ends where a run made in one go does.
+/// them, the optimizer file holding SGD momentum buffers by parameter name), and before recipes
+/// (no recipe, network, data set, transforms or evaluation settings in config.json, no network
+/// in the checkpoint's metadata), resumes as the tutorial's SGD run and ends where a run made
+/// in one go does.
 #[test]
-fn a_run_folder_from_before_optimizer_settings_resumes() {
+fn a_run_folder_from_before_optimizer_settings_and_recipes_resumes() {
     let data = synthetic_data_dir();
     let dir = tempfile::tempdir().unwrap();
     let (whole, old) = (dir.path().join("whole"), dir.path().join("old"));
@@ -152,6 +154,13 @@ fn a_run_folder_from_before_optimizer_settings_resumes() {
         "clip_grad_norm",
         "label_smoothing",
         "split_seed",
+        // ... and before the trainer took any network, data set and transforms (recipes).
+        "recipe",
+        "model",
+        "dataset",
+        "eval_batch_size",
+        "test_every_epoch",
+        "transforms",
     ] {
         assert!(config.remove(key).is_some(), "config.json has no `{key}`");
     }
@@ -168,6 +177,19 @@ fn a_run_folder_from_before_optimizer_settings_resumes() {
     tch_alexnet::formats::safetensors::save_tensors(
         &optim_path,
         buffers.iter().map(|(k, t)| (k.as_str(), t)),
+        &metadata,
+    )
+    .unwrap();
+    // Its weights file named no network either.
+    let weights_path = old.join("last.safetensors");
+    let weights = tch_alexnet::formats::safetensors::load_tensors(&weights_path).unwrap();
+    let mut metadata = weights.metadata.clone();
+    for key in ["model", "recipe", "dataset", "num_classes"] {
+        assert!(metadata.remove(key).is_some(), "last.safetensors has no `{key}`");
+    }
+    tch_alexnet::formats::safetensors::save_tensors(
+        &weights_path,
+        weights.tensors.iter().map(|(k, t)| (k.as_str(), t)),
         &metadata,
     )
     .unwrap();

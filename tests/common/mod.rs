@@ -109,6 +109,86 @@ macro_rules! require_reference_python {
     };
 }
 
+/// A port nothing listens on right now on 127.0.0.1 (the OS picks it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Whether this build has Gloo; where not, says that `what` did not run (a failure under
+/// `TCH_ALEXNET_REQUIRE_ALL=1`).
+pub fn gloo_or_skip(what: &str) -> bool {
+    if tch_alexnet::distributed::Backend::Gloo.is_available() {
+        return true;
+    }
+    skip_or_fail(&format!("this build has no Gloo (libgloo-dev); {what} did not run"));
+    false
+}
+
+/// The variables torchrun gives rank `rank` of `world` processes whose master is
+/// 127.0.0.1:`port`.
+pub fn rank_env(rank: usize, world: usize, port: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("RANK", rank.to_string()),
+        ("LOCAL_RANK", rank.to_string()),
+        ("WORLD_SIZE", world.to_string()),
+        ("MASTER_ADDR", "127.0.0.1".to_string()),
+        ("MASTER_PORT", port.to_string()),
+    ]
+}
+
+/// Runs this test binary's ignored test `test` as `world` rank processes (the variables of
+/// [`rank_env`], and `var` naming `dir`) and waits for them; panics with a failed rank's
+/// stderr.
+pub fn run_rank_processes(test: &str, var: &str, dir: &Path, world: usize) {
+    let port = free_port().to_string();
+    let exe = std::env::current_exe().unwrap();
+    let ranks: Vec<std::process::Child> = (0..world)
+        .map(|rank| {
+            Command::new(&exe)
+                .args([test, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+                .env(var, dir)
+                .envs(rank_env(rank, world, &port))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for rank in ranks {
+        let out = rank.wait_with_output().unwrap();
+        assert!(out.status.success(), "rank failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// Compares each rank's `rust{r}_state` and `rust{r}_momentum` safetensors files in `dir` with
+/// PyTorch DDP's `rank{r}_...` in `torch_dir` ([`assert_all_close`] with the bounds; `what`
+/// names the comparison), then asserts that the ranks' weights (all but BatchNorm's running
+/// statistics and counters, which each rank updates from its own batch) are bit-identical.
+/// Returns rank 0's state.
+pub fn assert_ddp_ranks_match_pytorch(
+    what: &str,
+    dir: &Path,
+    torch_dir: &Path,
+    world: usize,
+    (state_bound, momentum_bound): (f64, f64),
+) -> std::collections::BTreeMap<String, tch::Tensor> {
+    for rank in 0..world {
+        for (part, bound) in [("state", state_bound), ("momentum", momentum_bound)] {
+            let ours = tensors(&dir.join(format!("rust{rank}_{part}.safetensors")));
+            let theirs = tensors(&torch_dir.join(format!("rank{rank}_{part}.safetensors")));
+            assert_all_close(&format!("rank {rank} {part} {what}"), &ours, &theirs, bound);
+        }
+    }
+    let first = tensors(&dir.join("rust0_state.safetensors"));
+    for rank in 1..world {
+        let other = tensors(&dir.join(format!("rust{rank}_state.safetensors")));
+        for (name, t) in first.iter().filter(|(n, _)| !n.contains("running_") && !n.contains("num_batches")) {
+            assert!(t.equal(&other[name]), "{name}: the weights of ranks 0 and {rank} differ");
+        }
+    }
+    first
+}
+
 /// Max absolute difference between two tensors of the same shape.
 pub fn max_abs_diff(a: &tch::Tensor, b: &tch::Tensor) -> f64 {
     assert_eq!(a.size(), b.size(), "shapes differ");
@@ -158,12 +238,31 @@ pub fn assert_all_close(
     worst
 }
 
+/// The cargo running these tests, as a command without what cargo set for this test about this
+/// package (`CARGO_MANIFEST_DIR`, `OUT_DIR`, …): cargo compares a build script's
+/// `rerun-if-env-changed` variables with its own environment, and ring's build script watches
+/// `CARGO_MANIFEST_DIR`, so a cargo started with them would rebuild ring, rustls, ureq,
+/// tch-alexnet and every example, and the next `cargo test` all of them again.
+pub fn cargo_command() -> Command {
+    let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into()));
+    for (var, _) in std::env::vars_os() {
+        let name = var.to_string_lossy();
+        let set_by_cargo = ["CARGO_PKG_", "CARGO_MANIFEST_"].iter().any(|p| name.starts_with(p))
+            || ["CARGO_CRATE_NAME", "CARGO_BIN_NAME", "CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "OUT_DIR"]
+                .contains(&&*name);
+        if set_by_cargo {
+            cargo.env_remove(&var);
+        }
+    }
+    cargo
+}
+
 /// Path of a compiled example (`train`, `evaluate`, `predict`), built on first use so that
 /// `cargo test --test <one>` works too.
 pub fn example_bin(name: &str) -> PathBuf {
     static BUILT: std::sync::Once = std::sync::Once::new();
     BUILT.call_once(|| {
-        let status = Command::new(env!("CARGO"))
+        let status = cargo_command()
             .args(["build", "--examples", "--quiet"])
             .current_dir(project_root())
             .status()
