@@ -7,7 +7,7 @@ use tch::nn;
 use tch::{Device, Kind, Tensor};
 
 use crate::data::cifar::{CLASS_NAMES, IMAGE_SIZE};
-use crate::data::transforms::Preprocess;
+use crate::data::transforms::{Preprocess, TransformSpec};
 use crate::formats::{safetensors, state_dict};
 use crate::model::{ModelKind, Network};
 
@@ -97,15 +97,23 @@ pub struct Prediction {
     pub probability: f64,
 }
 
-/// The `k` most likely classes of each image in `images` (`uint8 [N, 3, 32, 32]`).
-pub fn predict(net: &dyn Network, num_classes: i64, images: &Tensor, device: Device, k: i64) -> Vec<Vec<Prediction>> {
-    let pre = Preprocess::new(device);
+/// The `k` most likely classes of each image in `images` (`uint8 [N, 3, 32, 32]`), transformed
+/// by `spec` as in evaluation (no augmentation).
+pub fn predict(
+    net: &dyn Network,
+    num_classes: i64,
+    spec: &TransformSpec,
+    images: &Tensor,
+    device: Device,
+    k: i64,
+) -> Result<Vec<Vec<Prediction>>> {
+    let pre = Preprocess::new(spec, device, false)?;
     let probs = tch::no_grad(|| net.forward_t(&pre.apply(&images.to_device(device), None), false))
         .softmax(-1, Kind::Float)
         .to_device(Device::Cpu);
     let k = k.clamp(1, num_classes);
     let (values, indices) = probs.topk(k, -1, true, true);
-    (0..images.size()[0])
+    Ok((0..images.size()[0])
         .map(|i| {
             (0..k)
                 .map(|j| {
@@ -118,5 +126,5 @@ pub fn predict(net: &dyn Network, num_classes: i64, images: &Tensor, device: Dev
                 })
                 .collect()
         })
-        .collect()
+        .collect())
 }

@@ -20,7 +20,6 @@ fn help_documents_every_flag_with_the_recipe_defaults() {
     let help = f.stdout;
     // The tutorial's value first; where the other recipe differs, its value by name.
     for (flag, default) in [
-        ("--recipe", "[default: alexnet-tutorial]"),
         ("--epochs", "[default: 20; resnet18-cifar: 200]"),
         ("--batch-size", "[default: 64; resnet18-cifar: 128]"),
         ("--eval-batch-size", "[default: 64; resnet18-cifar: 100]"),
@@ -40,7 +39,13 @@ fn help_documents_every_flag_with_the_recipe_defaults() {
         let paragraph: String = help.lines().skip(line + 1).take_while(|l| !l.trim_start().starts_with('-')).collect();
         assert!(paragraph.contains(default), "{flag}: {paragraph}");
     }
+    // --recipe's paragraph lists its values (lines starting with '-'), then clap's default.
+    assert!(help.contains("[default: alexnet-tutorial]"), "--recipe's default");
     for flag in [
+        "--recipe",
+        "--model",
+        "--dataset",
+        "--test-every-epoch",
         "--no-augment",
         "--out",
         "--threads",

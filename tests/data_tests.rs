@@ -14,6 +14,7 @@ use tch_alexnet::data::cifar::{self, DataError, FILE_BYTES, IMAGE_BYTES, RECORDS
 use tch_alexnet::data::download::{self, DownloadError, Source};
 use tch_alexnet::data::split::{self, epoch_plan, steps_per_epoch, train_valid_split, SplitRng};
 use tch_alexnet::data::transforms::Preprocess;
+use tch_alexnet::data::TransformSpec;
 
 // ---------------------------------------------------------------- split
 
@@ -150,11 +151,16 @@ fn reader_errors_name_the_file() {
 
 // ---------------------------------------------------------------- transforms
 
+/// Flip and resize to `size` with the same mean and std on all three channels.
+fn stats_spec(mean: f64, std: f64, size: i64) -> TransformSpec {
+    TransformSpec { mean: vec![mean; 3], std: vec![std; 3], resize: Some(size), random_crop_padding: None, flip: true }
+}
+
 #[test]
 fn flip_mirrors_exactly_the_chosen_images_and_about_half() {
     // std = 1/255 and mean 0 make the normalisation the identity on 0..255; size 32 makes the
     // resize the identity, so the output is the flipped input itself.
-    let pre = Preprocess::with_stats(Device::Cpu, [0.0; 3], [1.0 / 255.0; 3], 32);
+    let pre = Preprocess::new(&stats_spec(0.0, 1.0 / 255.0, 32), Device::Cpu, false).unwrap();
     let images = Tensor::randint(256, [64, 3, 32, 32], (Kind::Uint8, Device::Cpu));
     let plan = epoch_plan(64, 7, 0);
     let flips: Vec<u8> = plan.flips.iter().map(|&f| f as u8).collect();
@@ -173,7 +179,7 @@ fn flip_mirrors_exactly_the_chosen_images_and_about_half() {
 
 #[test]
 fn preprocess_gives_normalised_227_batches() {
-    let pre = Preprocess::new(Device::Cpu);
+    let pre = Preprocess::new(&TransformSpec::alexnet_tutorial(), Device::Cpu, false).unwrap();
     let images = Tensor::full([2, 3, 32, 32], 128, (Kind::Uint8, Device::Cpu));
     let out = pre.apply(&images, None);
     assert_eq!(out.size(), vec![2, 3, 227, 227]);
@@ -212,7 +218,7 @@ fn transforms_match_torchvision_on_pil_within_two_levels() {
     let torch =
         tch_alexnet::formats::safetensors::load_tensors(&dir.path().join("transforms.safetensors")).unwrap().tensors;
     let (images, _) = cifar::parse_records(&file, &std::fs::read(&file).unwrap()).unwrap();
-    let pre = Preprocess::new(Device::Cpu);
+    let pre = Preprocess::new(&TransformSpec::alexnet_tutorial(), Device::Cpu, false).unwrap();
     let resized = pre.resize_unnormalised(&images);
     let diff = common::max_abs_diff(&resized, &torch["resized"]);
     eprintln!("resize vs torchvision/PIL: max |diff| = {:.3} levels of 255", diff * 255.0);
@@ -376,9 +382,9 @@ fn fused_cpu_pipeline_matches_libtorch_ops() {
         }
     }
     // Preprocess takes the same path for a batch drawn from a split.
-    let pre = Preprocess::with_stats(Device::Cpu, [0.5; 3], [0.25; 3], 227).channels_last(true);
+    let pre = Preprocess::new(&stats_spec(0.5, 0.25, 227), Device::Cpu, true).unwrap();
     let flips_t = Tensor::from_slice(&flips);
-    let gathered = pre.apply_gathered(&images, &idx, Some(&flips_t));
+    let gathered = pre.apply_gathered(&images, &idx, Some(&flips_t), None);
     let direct = pre.apply(&images.index_select(0, &idx), Some(&flips_t));
     assert!(gathered.equal(&direct), "apply_gathered and apply differ");
 }

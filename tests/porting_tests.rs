@@ -62,7 +62,7 @@ fn a_small_network_ported_with_the_layers_matches_pytorch() {
     assert!(common::max_abs_diff(&train_logits, &logits) > 1e-3);
 }
 
-/// The example program, as its README runs it: with --check it compares with PyTorch's logits
+/// The example program's `run`, as its README runs it: with --check it compares with PyTorch's logits
 /// and says so; without, it classifies random images; a file of another network is refused.
 #[test]
 fn the_port_small_example_runs_pytorch_weights() {
@@ -72,12 +72,12 @@ fn the_port_small_example_runs_pytorch_weights() {
     let (pth, eval) = (dir.path().join("small.pth"), dir.path().join("small_eval.safetensors"));
     let bin = common::example_bin("port_small");
 
-    let f = common::run_bin(&bin, &[pth.to_str().unwrap(), "--check", eval.to_str().unwrap()]);
+    let f = common::run_bin(&bin, &["run", pth.to_str().unwrap(), "--check", eval.to_str().unwrap()]);
     assert_eq!(f.code, Some(0), "{}\n{}", f.stdout, f.stderr);
     assert!(f.stdout.contains("Loaded 16 tensors"), "{}", f.stdout);
     assert!(f.stdout.contains("image 4:") && f.stdout.contains("(within 1e-5)"), "{}", f.stdout);
 
-    let f = common::run_bin(&bin, &[pth.to_str().unwrap(), "--images", "3"]);
+    let f = common::run_bin(&bin, &["run", pth.to_str().unwrap(), "--images", "3"]);
     assert_eq!(f.code, Some(0), "{}", f.stderr);
     assert_eq!(f.stdout.matches("logits [").count(), 3, "{}", f.stdout);
 
@@ -85,6 +85,6 @@ fn the_port_small_example_runs_pytorch_weights() {
     let alexnet = dir.path().join("alexnet.safetensors");
     let (vs, _) = tch_alexnet::train::build_model(Device::Cpu, 10, false).unwrap();
     tch_alexnet::formats::safetensors::save_var_store(&vs, &alexnet, &Default::default()).unwrap();
-    let f = common::run_bin(&bin, &[alexnet.to_str().unwrap()]);
+    let f = common::run_bin(&bin, &["run", alexnet.to_str().unwrap()]);
     common::assert_clean_failure(&f, "alexnet.safetensors");
 }

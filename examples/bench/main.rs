@@ -17,6 +17,7 @@ use tch_alexnet::train::optimizer_setup;
 use tch_alexnet::train::{self as training, TrainConfig};
 
 mod optimizer_step;
+mod resnet18_step;
 
 tch_alexnet::use_jemalloc!();
 
@@ -72,6 +73,15 @@ struct Args {
     /// compare with `scripts/bench_optimizer.py` (PyTorch's torch.optim); no data set needed.
     #[arg(long)]
     only_optimizer_step: bool,
+    /// Measure only the `resnet18-cifar` recipe's training step (batch 128, crop and flip) and
+    /// its test forward (batch 100), to compare with `scripts/bench_resnet18.py`
+    /// (kuangliu/pytorch-cifar's loop); --train-steps, --eval-batches, --reps apply.
+    #[arg(long)]
+    only_resnet18_step: bool,
+    /// With --only-resnet18-step: also time the parts of a step (batch, forward, backward,
+    /// optimizer) one by one.
+    #[arg(long)]
+    phases: bool,
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -91,6 +101,11 @@ fn peak_rss_mb() -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
+}
+
+/// The one-minute load average (Linux `/proc/loadavg`): how busy the machine was.
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
 }
 
 /// Images per second of `reps` timed calls of `work`, each processing `images_per_rep` images.
@@ -169,6 +184,37 @@ fn write_report(args: &Args, report: &serde_json::Value) -> Result<()> {
     Ok(())
 }
 
+/// Images per second of the ResNet-18 recipe's training transform (gather, random crop with
+/// padding 4, flip, normalise) through `Batches::for_epoch`, batch 128, in the run's layout.
+fn crop_pipeline(setup: &training::Setup, args: &Args) -> Result<Vec<f64>> {
+    const BATCH: usize = 128;
+    let spec = tch_alexnet::data::TransformSpec::resnet18_cifar();
+    let (device, batches) = (setup.device, args.data_batches);
+    let preprocess = transforms::Preprocess::new(&spec, device, args.memory_format == "channels-last")?;
+    let need = (batches + 1) * BATCH;
+    let split = setup.split.train.get(..need).context("too few training images for the crop measure")?;
+    let plan = preprocess.epoch_plan(need, 1, 0);
+    let (images, labels) = (&setup.data.train_images, &setup.data.train_labels);
+    Ok(time_images(args.reps, batches * BATCH, device, || {
+        let all = Batches::for_epoch(images, labels, split, &plan, true, BATCH, &preprocess);
+        for batch in all.skip(1) {
+            drop(batch);
+        }
+    }))
+}
+
+/// --data-dir, or a synthetic full-size set written once to the temp folder.
+fn data_dir(args: &Args) -> Result<PathBuf> {
+    if let Some(d) = &args.data_dir {
+        return Ok(d.clone());
+    }
+    let d = std::env::temp_dir().join("tch-alexnet-bench-synthetic");
+    if cifar::check_dir(&d).is_err() {
+        tch_alexnet::data::synthetic::write_dataset(&d, 7).context("cannot write the synthetic data set")?;
+    }
+    Ok(d)
+}
+
 fn run() -> Result<()> {
     let args = Args::parse();
     tch_alexnet::ffi::set_onednn_enabled(args.onednn)?;
@@ -189,16 +235,22 @@ fn run() -> Result<()> {
         report["threads"] = args.threads.into();
         return write_report(&args, &report);
     }
-    let data_dir = match &args.data_dir {
-        Some(d) => d.clone(),
-        None => {
-            let d = std::env::temp_dir().join("tch-alexnet-bench-synthetic");
-            if cifar::check_dir(&d).is_err() {
-                tch_alexnet::data::synthetic::write_dataset(&d, 7).context("cannot write the synthetic data set")?;
-            }
-            d
-        }
-    };
+    let data_dir = data_dir(&args)?;
+    if args.only_resnet18_step {
+        let options = resnet18_step::Options {
+            data_dir: &data_dir,
+            device: &args.device,
+            threads: args.threads,
+            memory_format: &args.memory_format,
+            train_steps: args.train_steps,
+            eval_batches: args.eval_batches,
+            reps: args.reps,
+            phases: args.phases,
+        };
+        let mut report = resnet18_step::measure(&options)?;
+        report["implementation"] = format!("rust ({})", tch_alexnet::versions::summary()).into();
+        return write_report(&args, &report);
+    }
     let config = TrainConfig {
         data_dir: data_dir.clone(),
         download: false,
@@ -248,9 +300,15 @@ fn run() -> Result<()> {
     });
     eprintln!("data pipeline: {:.0} images/s", median(data_rates.clone()));
 
+    // 3b. The ResNet-18 recipe's transform (crop with padding 4, flip, normalise, no resize;
+    // the fused crop kernel on the CPU) at its batch size, 128.
+    let crop_rates = crop_pipeline(&setup, &args)?;
+    eprintln!("data pipeline, random crop (batch 128): {:.0} images/s", median(crop_rates.clone()));
+
     // 1. Training step: gather, transforms, forward, loss, backward, SGD.
     let channels_last = args.memory_format == "channels-last";
-    let preprocess = transforms::Preprocess::new(device).channels_last(channels_last);
+    let preprocess =
+        transforms::Preprocess::new(&tch_alexnet::data::TransformSpec::alexnet_tutorial(), device, channels_last)?;
     tch::manual_seed(1);
     let (vs, net) = training::build_model(device, 10, channels_last)?;
     let mut sgd = optimizer_setup::build_optimizer(&vs, &tch_alexnet::model::parameter_names(), &config)?;
@@ -311,6 +369,8 @@ fn run() -> Result<()> {
         "eval_runs": eval_rates,
         "data_images_per_sec": median(data_rates.clone()),
         "data_runs": data_rates,
+        "data_crop_images_per_sec": median(crop_rates.clone()),
+        "data_crop_runs": crop_rates,
         "load_seconds": load_seconds,
         "data_folder": folder,
         "load_seconds_tch_load_dir": tch_load_seconds,

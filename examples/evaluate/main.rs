@@ -9,14 +9,16 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use tch_alexnet::cli::DataArgs;
 use tch_alexnet::data::batches::Batches;
+use tch_alexnet::data::DatasetKind;
 use tch_alexnet::model::ModelKind;
+use tch_alexnet::train::recipe::Recipe;
 use tch_alexnet::train::{self as training, TrainConfig};
 use tch_alexnet::{inference, train::evaluation};
 
 tch_alexnet::use_jemalloc!();
 
 /// Evaluate a checkpoint (from this crate, or PyTorch's: torch.save or safetensors) on the
-/// CIFAR-10 test set: AlexNet, or another network of the zoo (--model).
+/// test set of CIFAR-10 (or CIFAR-100): AlexNet, or another network of the zoo (--model).
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
@@ -35,6 +37,9 @@ struct Args {
     model: Option<ModelKind>,
     #[command(flatten)]
     data: DataArgs,
+    /// The data set whose test images to evaluate on: cifar10, cifar100 or cifar100-coarse.
+    #[arg(long, value_enum, default_value = "cifar10")]
+    dataset: DatasetKind,
     /// Images per evaluation batch.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
@@ -52,20 +57,25 @@ struct Args {
 
 fn run() -> Result<()> {
     let args = Args::parse();
+    let device = tch_alexnet::device::parse_device(&args.data.device)?;
+    // The checkpoint first: a wrong path should fail before the data set is loaded.
+    let loaded = inference::load_model(&args.checkpoint, args.key.as_deref(), args.model, device, true)?;
+    eprintln!("Network: {} ({} classes; from {})", loaded.kind, loaded.num_classes, loaded.kind_from);
+    // The evaluation transforms of the recipe the network was made for (AlexNet: resize to 227).
+    let recipe = Recipe::for_model(loaded.kind).config();
     let config = TrainConfig {
         data_dir: args.data.data_dir.clone(),
         download: !args.data.no_download,
         device: args.data.device.clone(),
+        dataset: args.dataset.to_string(),
+        num_classes: loaded.num_classes,
+        transforms: recipe.transforms,
         batch_size: args.batch_size,
         limit_test: args.limit_test,
         amp: args.amp,
         ..TrainConfig::default()
     };
     config.validate()?;
-    let device = tch_alexnet::device::parse_device(&args.data.device)?;
-    // The checkpoint first: a wrong path should fail before the data set is loaded.
-    let loaded = inference::load_model(&args.checkpoint, args.key.as_deref(), args.model, device, true)?;
-    eprintln!("Network: {} ({} classes; from {})", loaded.kind, loaded.num_classes, loaded.kind_from);
     let setup = training::setup(&config, &tch_alexnet::train::Zoo, &mut |line| eprintln!("{line}"))?;
     let n_test = setup.data.test_labels.size()[0];
     let indices: Vec<i64> = (0..n_test.min(args.limit_test.unwrap_or(usize::MAX) as i64)).collect();

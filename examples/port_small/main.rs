@@ -1,97 +1,105 @@
-//! A network other than AlexNet, ported from PyTorch with this crate's layers, running weights
-//! that PyTorch trained: `cargo run --example port_small -- small.pth`. See `README.md` beside
-//! this file for the whole walk-through and its expected output.
+//! A PyTorch experiment of one's own, ported: SmallNet (net.rs) trained on CIFAR-10 with random
+//! crops and flips, AdamW, a warm-up then a cosine schedule and label smoothing, through the
+//! crate's trainer (`port_small train`); and PyTorch's weights run in the port (`port_small
+//! run small.pth`). See `README.md` beside this file for the PyTorch script this reads like,
+//! and the expected output.
 
 mod net;
+mod run_weights;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
-use clap::Parser;
-use tch::nn::{self, ModuleT};
-use tch::{Device, Kind, Tensor};
-use tch_alexnet::data::cifar::CLASS_NAMES;
-use tch_alexnet::formats::{safetensors, state_dict};
+use anyhow::Result;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use tch::nn;
+use tch_alexnet::data::transforms::{CIFAR_MEAN, CIFAR_STD};
+use tch_alexnet::data::{ImageDataset, TransformSpec};
+use tch_alexnet::model::Network;
+use tch_alexnet::train::command::{self, TrainArgs};
+use tch_alexnet::train::config::OptimizerKind;
+use tch_alexnet::train::optim::lr_scheduler::{Decay, ScheduleSpec, StepUnit, Warmup, WarmupLength};
+use tch_alexnet::train::{Experiment, TrainConfig, Zoo};
 
-use net::{SmallNet, INPUT_SIZE};
+use net::SmallNet;
 
 tch_alexnet::use_jemalloc!();
 
-/// Run SmallNet (examples/port_small/net.rs) with weights saved by PyTorch's
-/// torch.save(model.state_dict()), in eval mode, and print each image's top classes.
-#[derive(Parser, Debug)]
-#[command(about)]
-struct Args {
-    /// The weights: a torch.save file (.pt, .pth, .bin) or a .safetensors file.
-    weights: PathBuf,
-    /// The entry of a PyTorch file that holds the state dict (e.g. model), if it holds several.
-    #[arg(long, value_name = "NAME")]
-    key: Option<String>,
-    /// A safetensors file with `images` [N, 3, 32, 32] and PyTorch's eval `logits` for them:
-    /// run on those images and compare (exit code 1 if any logit differs by more than 1e-5).
-    #[arg(long, value_name = "FILE")]
-    check: Option<PathBuf>,
-    /// Without --check: how many random images to classify.
-    #[arg(long, default_value_t = 2)]
-    images: i64,
-    /// Without --check: the seed of the random images.
-    #[arg(long, default_value_t = 0)]
-    seed: i64,
+/// The experiment's settings: what the PyTorch script writes at its top.
+fn recipe() -> TrainConfig {
+    TrainConfig {
+        recipe: "port-small".into(),
+        model: "smallnet".into(),
+        // transform_train = Compose([RandomCrop(32, padding=4), RandomHorizontalFlip(),
+        //                            ToTensor(), Normalize(mean, std)])
+        transforms: TransformSpec {
+            mean: CIFAR_MEAN.to_vec(),
+            std: CIFAR_STD.to_vec(),
+            resize: None,
+            random_crop_padding: Some(4),
+            flip: true,
+        },
+        // optimizer = AdamW(net.parameters(), lr=3e-3, weight_decay=0.05)
+        optimizer: OptimizerKind::Adamw,
+        lr: 3e-3,
+        weight_decay: 0.05,
+        betas: (0.9, 0.999),
+        momentum: 0.0,
+        // SequentialLR([LinearLR(start_factor=1/3, total_iters=1), CosineAnnealingLR(T_max=EPOCHS - 1)],
+        //              milestones=[1]), stepped once per epoch
+        schedule: ScheduleSpec {
+            decay: Decay::Cosine { eta_min: 0.0 },
+            warmup: Some(Warmup::new(WarmupLength::Epochs(1))),
+            unit: StepUnit::Epoch,
+        },
+        // criterion = CrossEntropyLoss(label_smoothing=0.1)
+        label_smoothing: 0.1,
+        epochs: 15,
+        batch_size: 128,
+        ..TrainConfig::default()
+    }
 }
 
-fn run() -> Result<ExitCode> {
-    let args = Args::parse();
-    tch::set_num_threads(2);
+/// The network and the data: SmallNet (`net = SmallNet()`) on CIFAR-10.
+struct SmallNetOnCifar10;
 
-    // model = SmallNet(); model.load_state_dict(torch.load(path)); model.eval()
-    let vs = nn::VarStore::new(Device::Cpu);
-    let net = SmallNet::new(&vs.root(), CLASS_NAMES.len() as i64);
-    state_dict::load_into_var_store(&vs, &args.weights, args.key.as_deref())?;
-    let parameters: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
-    println!(
-        "Loaded {} tensors from {} into SmallNet ({parameters} parameters)",
-        vs.variables().len(),
-        args.weights.display()
-    );
-
-    let (images, expected) = match &args.check {
-        Some(path) => {
-            let mut file = safetensors::load_tensors(path)?.tensors;
-            let images = file.remove("images").with_context(|| format!("{} has no `images`", path.display()))?;
-            (images, file.remove("logits"))
-        }
-        None => {
-            tch::manual_seed(args.seed);
-            (Tensor::randn([args.images, 3, INPUT_SIZE, INPUT_SIZE], (Kind::Float, Device::Cpu)), None)
-        }
-    };
-    let logits = tch::no_grad(|| net.forward_t(&images, false));
-    let probabilities = logits.softmax(-1, Kind::Float);
-    for i in 0..logits.size()[0] {
-        let (top, classes) = probabilities.get(i).topk(3, -1, true, true);
-        let top: Vec<String> = Vec::<f64>::try_from(&top)?
-            .iter()
-            .zip(Vec::<i64>::try_from(&classes)?)
-            .map(|(p, c)| format!("{} {p:.3}", CLASS_NAMES[c as usize]))
-            .collect();
-        let row: Vec<String> = Vec::<f64>::try_from(&logits.get(i))?.iter().map(|l| format!("{l:.4}")).collect();
-        println!("image {i}: {}\n  logits [{}]", top.join(", "), row.join(", "));
+impl Experiment for SmallNetOnCifar10 {
+    fn build_network(&self, config: &TrainConfig, p: &nn::Path) -> Result<Box<dyn Network>> {
+        Ok(Box::new(SmallNet::new(p, config.num_classes)))
     }
 
-    if let Some(expected) = expected {
-        if expected.size() != logits.size() {
-            bail!("PyTorch's logits have shape {:?}, these {:?}", expected.size(), logits.size());
-        }
-        let diff = (&logits - &expected).abs().max().double_value(&[]);
-        if diff > 1e-5 {
-            bail!("the logits differ from PyTorch's by up to {diff:.3e} (more than 1e-5)");
-        }
-        println!("max |logit difference| vs PyTorch: {diff:.1e} (within 1e-5)");
+    fn load_data(&self, config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<ImageDataset> {
+        Zoo.load_data(config, log) // torchvision.datasets.CIFAR10(root=args.data_dir, ...)
     }
-    Ok(ExitCode::SUCCESS)
+}
+
+/// SmallNet, a port of a small PyTorch CIFAR-10 experiment: train it, or run PyTorch's weights.
+#[derive(Parser, Debug)]
+#[command(about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train SmallNet on CIFAR-10 as the PyTorch script does (every flag of `train`; the
+    /// defaults are the script's).
+    Train(Box<TrainArgs>),
+    /// Run weights PyTorch saved (or a checkpoint of `port_small train`) and compare with
+    /// PyTorch's logits.
+    Run(run_weights::RunArgs),
 }
 
 fn main() -> ExitCode {
+    let base = recipe();
+    let cli = Cli::command().mut_subcommand("train", |train| command::with_defaults(train, &[("", &base)]));
+    let matches = cli.get_matches();
+    let run = || match Cli::from_arg_matches(&matches)?.command {
+        Command::Train(args) => {
+            let train_matches = matches.subcommand_matches("train").expect("the train subcommand");
+            command::run(&SmallNetOnCifar10, &base, &args, train_matches)
+        }
+        Command::Run(args) => run_weights::run(&args),
+    };
     tch_alexnet::cli::exit_code(run())
 }

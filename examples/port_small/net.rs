@@ -25,6 +25,7 @@
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 use tch_alexnet::model::layers::{self, BatchNorm2d, Dropout};
+use tch_alexnet::model::{ImageBatchSpec, ModelError, Network};
 
 /// Side of the square input images.
 pub const INPUT_SIZE: i64 = 32;
@@ -67,5 +68,22 @@ impl ModuleT for SmallNet {
         let xs = layers::max_pool2d(&xs, 2, 2); //                          [N, 16, 8, 8]
         let xs = xs.flatten(1, -1); //                                      [N, 1024]
         xs.apply_t(&self.dropout, train).apply(&self.fc) //                 [N, num_classes]
+    }
+}
+
+/// What the trainer needs beyond `ModuleT`: the parameters in `model.parameters()` order
+/// (registration order: features.0, features.1, features.4, features.5, classifier.2; weight
+/// before bias), which PyTorch's optimizer state is indexed by, and the input check.
+impl Network for SmallNet {
+    fn parameter_names(&self) -> Vec<String> {
+        ["features.0", "features.1", "features.4", "features.5", "classifier.2"]
+            .into_iter()
+            .flat_map(|layer| [format!("{layer}.weight"), format!("{layer}.bias")])
+            .collect()
+    }
+
+    fn check_input(&self, xs: &Tensor) -> Result<(), ModelError> {
+        let spec = ImageBatchSpec { network: "SmallNet", channels: 3, sides: INPUT_SIZE..=INPUT_SIZE, hint: "" };
+        spec.check(xs)
     }
 }

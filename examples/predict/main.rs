@@ -9,6 +9,7 @@ use clap::Parser;
 use tch::Tensor;
 use tch_alexnet::inference;
 use tch_alexnet::model::ModelKind;
+use tch_alexnet::train::recipe::Recipe;
 
 tch_alexnet::use_jemalloc!();
 
@@ -52,7 +53,9 @@ fn run() -> Result<()> {
     let images = args.images.iter().map(|p| inference::load_image(p)).collect::<Result<Vec<_>>>()?;
     let loaded = inference::load_model(&args.checkpoint, args.key.as_deref(), args.model, device, false)?;
     let batch = Tensor::stack(&images, 0);
-    let predictions = inference::predict(loaded.net.as_ref(), loaded.num_classes, &batch, device, args.top);
+    // The transforms of the recipe the network was made for (AlexNet: resize to 227).
+    let spec = Recipe::for_model(loaded.kind).config().transforms;
+    let predictions = inference::predict(loaded.net.as_ref(), loaded.num_classes, &spec, &batch, device, args.top)?;
     if args.json {
         let out: Vec<_> = args
             .images

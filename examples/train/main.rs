@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{CommandFactory, FromArgMatches, Parser};
+use tch_alexnet::data::DatasetKind;
 use tch_alexnet::model::ModelKind;
 use tch_alexnet::train::command::{self, TrainArgs};
 use tch_alexnet::train::recipe::Recipe;
@@ -32,6 +33,10 @@ struct Args {
     /// The network [default: the recipe's].
     #[arg(long, value_enum)]
     model: Option<ModelKind>,
+    /// The data set: cifar10, cifar100 (100 fine classes) or cifar100-coarse (20 superclasses);
+    /// the network gets as many classes [default: cifar10].
+    #[arg(long, value_enum)]
+    dataset: Option<DatasetKind>,
     #[command(flatten)]
     train: TrainArgs,
 }
@@ -41,6 +46,10 @@ fn run(matches: &clap::ArgMatches) -> Result<ExitCode> {
     let mut base = args.recipe.config();
     if let Some(model) = args.model {
         base.model = model.to_string();
+    }
+    if let Some(dataset) = args.dataset {
+        base.dataset = dataset.to_string();
+        base.num_classes = dataset.num_classes();
     }
     command::run(&Zoo, &base, &args.train, matches)
 }

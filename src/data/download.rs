@@ -1,5 +1,5 @@
-//! Finding CIFAR-10 under `--data-dir`, downloading it when missing, as torchvision's
-//! `download=True` does.
+//! Finding CIFAR-10 or CIFAR-100 under `--data-dir`, downloading it when missing, as
+//! torchvision's `download=True` does.
 //!
 //! The archive is streamed to a temporary file beside the target while its MD5 is computed,
 //! checked, extracted into a temporary folder, checked again (every file present, every size
@@ -14,35 +14,82 @@ use std::time::Duration;
 
 use md5::{Digest, Md5};
 
-use crate::data::cifar::{self, FOLDER_NAME};
+use crate::data::{cifar, cifar100};
 
-/// The official binary archive and its MD5, as published on the CIFAR page.
+/// The official binary archives and their MD5s, as published on the CIFAR page.
 pub const CIFAR10_URL: &str = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz";
 pub const CIFAR10_MD5: &str = "c32a1d4ab5d03f1284b67883e8d87530";
+pub const CIFAR100_URL: &str = "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz";
+pub const CIFAR100_MD5: &str = "03b5dce01913d631647c71ecec9e9cb8";
+
+/// A data set's archive: what its folder is called and holds, and how that folder is checked.
+#[derive(Debug, Clone, Copy)]
+pub struct Archive {
+    /// The data set's name in messages (`CIFAR-10`).
+    pub dataset: &'static str,
+    /// The folder the archive extracts to, and its place under `--data-dir`.
+    pub folder: &'static str,
+    /// A file that marks `--data-dir` itself as the folder.
+    pub first_file: &'static str,
+    /// The folder's files, as messages list them.
+    pub files: &'static str,
+    pub url: &'static str,
+    pub md5: &'static str,
+    check: fn(&Path) -> Result<(), DownloadError>,
+}
+
+pub const CIFAR10: Archive = Archive {
+    dataset: "CIFAR-10",
+    folder: cifar::FOLDER_NAME,
+    first_file: cifar::TRAIN_FILES[0],
+    files: "data_batch_1.bin … test_batch.bin",
+    url: CIFAR10_URL,
+    md5: CIFAR10_MD5,
+    check: |dir| Ok(cifar::check_dir(dir)?),
+};
+
+pub const CIFAR100: Archive = Archive {
+    dataset: "CIFAR-100",
+    folder: cifar100::FOLDER_NAME,
+    first_file: cifar100::TRAIN_FILE,
+    files: "train.bin and test.bin",
+    url: CIFAR100_URL,
+    md5: CIFAR100_MD5,
+    check: |dir| Ok(cifar100::check_dir(dir)?),
+};
+
+impl Archive {
+    /// Its official URL and MD5.
+    pub fn source(&self) -> Source {
+        Source { url: self.url.to_string(), md5: self.md5.to_string() }
+    }
+}
 
 /// Where the data set lies; errors say what failed and how to place the files by hand.
 #[derive(Debug, thiserror::Error)]
 pub enum DownloadError {
     #[error(
-        "CIFAR-10 not found in {dir} and downloading is off; download {url} yourself and extract it \
-         there (it makes {dir}/{FOLDER_NAME}/), or run without --no-download"
+        "{dataset} not found in {dir} and downloading is off; download {url} yourself and extract it \
+         there (it makes {dir}/{folder}/), or run without --no-download"
     )]
-    NotFound { dir: PathBuf, url: String },
+    NotFound { dataset: &'static str, folder: &'static str, dir: PathBuf, url: String },
     #[error(
         "cannot download {url}: {reason}. Without network access, download the archive elsewhere and \
-         extract it into {dir} (it makes {dir}/{FOLDER_NAME}/ with data_batch_1.bin … test_batch.bin)"
+         extract it into {dir} (it makes {dir}/{folder}/ with {files})"
     )]
-    Fetch { url: String, dir: PathBuf, reason: String },
-    #[error("downloaded archive from {url} has MD5 {found}, expected {expected}: corrupt or not the CIFAR-10 binary archive; nothing was kept")]
-    Md5 { url: String, found: String, expected: String },
+    Fetch { url: String, dir: PathBuf, reason: String, folder: &'static str, files: &'static str },
+    #[error("downloaded archive from {url} has MD5 {found}, expected {expected}: corrupt or not the {dataset} binary archive; nothing was kept")]
+    Md5 { dataset: &'static str, url: String, found: String, expected: String },
     #[error("downloaded archive from {url} is incomplete: {found} of {expected} bytes; nothing was kept")]
     Truncated { url: String, found: u64, expected: u64 },
-    #[error("cannot extract the CIFAR-10 archive: {0}")]
-    Extract(String),
+    #[error("cannot extract the {dataset} archive: {message}")]
+    Extract { dataset: &'static str, message: String },
     #[error("cannot write in {path}: {err}")]
     Io { path: PathBuf, err: std::io::Error },
     #[error(transparent)]
     Data(#[from] cifar::DataError),
+    #[error(transparent)]
+    Cifar100(#[from] cifar100::Cifar100Error),
 }
 
 /// Where to get the archive from, and what it must hash to.
@@ -53,38 +100,45 @@ pub struct Source {
 }
 
 impl Default for Source {
+    /// CIFAR-10's official archive.
     fn default() -> Self {
-        Self { url: CIFAR10_URL.to_string(), md5: CIFAR10_MD5.to_string() }
+        CIFAR10.source()
     }
 }
 
-/// Returns the folder holding the batch files: `data_dir` itself when it holds them, else
-/// `data_dir/cifar-10-batches-bin`, downloading it first when it is missing and `download` is on.
-/// The folder's files are checked (presence and sizes) before it is returned.
+/// [`ensure`] for CIFAR-10: the folder holding `data_batch_1.bin` ….
 pub fn ensure_cifar10(data_dir: &Path, download: bool, source: &Source) -> Result<PathBuf, DownloadError> {
-    if data_dir.join(cifar::TRAIN_FILES[0]).exists() {
-        cifar::check_dir(data_dir)?;
+    ensure(&CIFAR10, data_dir, download, source)
+}
+
+/// Returns the folder holding `archive`'s files: `data_dir` itself when it holds them, else
+/// `data_dir/<archive.folder>`, downloading it from `source` first when it is missing and
+/// `download` is on. The folder's files are checked (presence and sizes) before it is returned.
+pub fn ensure(archive: &Archive, data_dir: &Path, download: bool, source: &Source) -> Result<PathBuf, DownloadError> {
+    if data_dir.join(archive.first_file).exists() {
+        (archive.check)(data_dir)?;
         return Ok(data_dir.to_path_buf());
     }
-    let target = data_dir.join(FOLDER_NAME);
+    let target = data_dir.join(archive.folder);
     if target.exists() {
-        cifar::check_dir(&target)?;
+        (archive.check)(&target)?;
         return Ok(target);
     }
     if !download {
-        return Err(DownloadError::NotFound { dir: data_dir.to_path_buf(), url: source.url.clone() });
+        let (dataset, folder) = (archive.dataset, archive.folder);
+        return Err(DownloadError::NotFound { dataset, folder, dir: data_dir.to_path_buf(), url: source.url.clone() });
     }
     std::fs::create_dir_all(data_dir).map_err(|e| DownloadError::Io { path: data_dir.to_path_buf(), err: e })?;
-    let work = TempPath(data_dir.join(format!(".cifar10-download-{}", std::process::id())));
+    let work = TempPath(data_dir.join(format!(".{}-download-{}", archive.folder, std::process::id())));
     std::fs::create_dir_all(&work.0).map_err(|e| DownloadError::Io { path: work.0.clone(), err: e })?;
-    let archive = work.0.join("cifar-10-binary.tar.gz");
-    fetch(&source.url, &archive, &source.md5, data_dir)?;
+    let tarball = work.0.join("archive.tar.gz");
+    fetch(archive, source, &tarball, data_dir)?;
     let extracted = work.0.join("extracted");
-    extract(&archive, &extracted)?;
-    let folder = extracted.join(FOLDER_NAME);
-    cifar::check_dir(&folder)?;
+    extract(archive, &tarball, &extracted)?;
+    let folder = extracted.join(archive.folder);
+    (archive.check)(&folder)?;
     std::fs::rename(&folder, &target).map_err(|e| DownloadError::Io { path: target.clone(), err: e })?;
-    eprintln!("CIFAR-10 is ready in {}", target.display());
+    eprintln!("{} is ready in {}", archive.dataset, target.display());
     Ok(target)
 }
 
@@ -97,8 +151,15 @@ impl Drop for TempPath {
     }
 }
 
-fn fetch(url: &str, dest: &Path, expected_md5: &str, data_dir: &Path) -> Result<(), DownloadError> {
-    let fetch_err = |reason: String| DownloadError::Fetch { url: url.to_string(), dir: data_dir.to_path_buf(), reason };
+fn fetch(archive: &Archive, source: &Source, dest: &Path, data_dir: &Path) -> Result<(), DownloadError> {
+    let (url, expected_md5) = (source.url.as_str(), source.md5.as_str());
+    let fetch_err = |reason: String| DownloadError::Fetch {
+        url: url.to_string(),
+        dir: data_dir.to_path_buf(),
+        reason,
+        folder: archive.folder,
+        files: archive.files,
+    };
     let agent = ureq::AgentBuilder::new()
         .timeout_connect(Duration::from_secs(30))
         .timeout_read(Duration::from_secs(60))
@@ -144,15 +205,16 @@ fn fetch(url: &str, dest: &Path, expected_md5: &str, data_dir: &Path) -> Result<
     }
     let found = format!("{:x}", hasher.finalize());
     if !found.eq_ignore_ascii_case(expected_md5) {
-        return Err(DownloadError::Md5 { url: url.to_string(), found, expected: expected_md5.to_string() });
+        let (dataset, url, expected) = (archive.dataset, url.to_string(), expected_md5.to_string());
+        return Err(DownloadError::Md5 { dataset, url, found, expected });
     }
     Ok(())
 }
 
-fn extract(archive: &Path, into: &Path) -> Result<(), DownloadError> {
-    let file = File::open(archive).map_err(|e| DownloadError::Io { path: archive.to_path_buf(), err: e })?;
+fn extract(archive: &Archive, tarball: &Path, into: &Path) -> Result<(), DownloadError> {
+    let file = File::open(tarball).map_err(|e| DownloadError::Io { path: tarball.to_path_buf(), err: e })?;
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)));
-    tar.unpack(into).map_err(|e| DownloadError::Extract(e.to_string()))
+    tar.unpack(into).map_err(|e| DownloadError::Extract { dataset: archive.dataset, message: e.to_string() })
 }
 
 fn human_bytes(n: u64) -> String {

@@ -26,6 +26,8 @@ use std::mem::MaybeUninit;
 
 use tch::{Device, Kind, Tensor};
 
+use crate::data::cpu_batch::{host_slice, write_images};
+
 /// Why a batch cannot be resized. The same inputs make libtorch's `upsample_bilinear2d` fail.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ResizeError {
@@ -53,21 +55,6 @@ fn checked_dims(dims: &[i64], size: i64) -> Result<(usize, (usize, usize, usize)
     }
     // libtorch's sizes are never negative, so N ≥ 0 and every cast is exact.
     Ok((n as usize, (c as usize, h as usize, w as usize)))
-}
-
-/// The first `len` elements of a contiguous CPU tensor of element type `T`, as a slice; empty
-/// when `len` is 0, where libtorch's data pointer may be null.
-///
-/// # Safety
-/// `tensor` must be a contiguous CPU tensor of element type `T` with at least `len`
-/// initialised elements, not written while the slice lives.
-unsafe fn host_slice<T>(tensor: &Tensor, len: usize) -> &[T] {
-    if len == 0 {
-        return &[];
-    }
-    let data = tensor.data_ptr() as *const T;
-    assert!(!data.is_null(), "a tensor of {len} elements without data");
-    std::slice::from_raw_parts(data, len)
 }
 
 /// Source indices and weights of each output coordinate along one axis.
@@ -366,31 +353,10 @@ fn run_batch(
         .map_err(|e| ResizeError::Alloc { shape: shape.to_vec(), message: e.to_string() })?;
     if n > 0 {
         let plan = Plan::new((c, h, w), size as usize, channels_last);
-        let image_len = plan.output_len();
-        // SAFETY: `out` is a contiguous float CPU tensor of exactly n·image_len > 0 elements
-        // (so its data pointer is non-null and aligned), just allocated and not shared while
-        // this slice lives. Its memory is uninitialised: the slice is of `MaybeUninit`, written
-        // only, and `resize_image` writes every element of each image.
-        let output = unsafe { std::slice::from_raw_parts_mut(out.data_ptr() as *mut MaybeUninit<f32>, n * image_len) };
-        let threads = (tch::get_num_threads().max(1) as usize).min(n);
-        let per_thread = n.div_ceil(threads);
-        let (plan, fill_source) = (&plan, &fill_source);
-        let work = move |t: usize, out_chunk: &mut [MaybeUninit<f32>]| {
-            let mut source = vec![0f32; plan.source_len()];
-            let mut rows = vec![0f32; plan.planes * plan.h * plan.row_len];
-            for (i, out_image) in out_chunk.chunks_mut(image_len).enumerate() {
-                fill_source(t * per_thread + i, &mut source);
-                plan.resize_image(&source, out_image, &mut rows);
-            }
-        };
-        // The calling thread takes the first share itself: one thread fewer to start per batch.
-        let mut chunks = output.chunks_mut(per_thread * image_len).enumerate();
-        let (_, first) = chunks.next().expect("n > 0");
-        std::thread::scope(|scope| {
-            for (t, out_chunk) in chunks {
-                scope.spawn(move || work(t, out_chunk));
-            }
-            work(0, first);
+        let scratch = || (vec![0f32; plan.source_len()], vec![0f32; plan.planes * plan.h * plan.row_len]);
+        write_images(&out, plan.output_len(), scratch, |(source, rows), i, out_image| {
+            fill_source(i, source);
+            plan.resize_image(source, out_image, rows);
         });
     }
     Ok(if channels_last { out.permute([0, 3, 1, 2]) } else { out })

@@ -121,21 +121,62 @@ fn epoch_rng(seed: u64, epoch: usize) -> ChaCha8Rng {
     rng
 }
 
+/// The first stream of the crop offsets' RNG: epoch e draws its offsets from stream
+/// `CROP_STREAMS + e`, far from the split's (0) and the epochs' orders and flips (e + 1).
+const CROP_STREAMS: u64 = 1 << 63;
+
 /// What one training epoch draws: the order of the training positions (a permutation of
-/// `0..len`) and, per position in that order, whether the image is flipped.
+/// `0..len`) and, per position in that order, whether the image is flipped and, when the
+/// transforms crop, the crop's `[top, left]` offsets (empty otherwise).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EpochPlan {
     pub order: Vec<usize>,
     pub flips: Vec<bool>,
+    pub crops: Vec<[i64; 2]>,
 }
 
-/// The seeded plan of `epoch` (0-based) for a training split of `len` images.
+/// The seeded plan of `epoch` (0-based) for a training split of `len` images, without crop
+/// offsets (see [`EpochPlan::with_crops`]).
 pub fn epoch_plan(len: usize, seed: u64, epoch: usize) -> EpochPlan {
     let mut rng = epoch_rng(seed, epoch);
     let mut order: Vec<usize> = (0..len).collect();
     order.shuffle(&mut rng);
     let flips = (0..len).map(|_| rng.gen_bool(0.5)).collect();
-    EpochPlan { order, flips }
+    EpochPlan { order, flips, crops: Vec::new() }
+}
+
+impl EpochPlan {
+    /// The plan with crop offsets for `RandomCrop(size, padding)` at the image's own size: per
+    /// position, `[top, left]` uniform in `0..=2·padding` (torchvision's `get_params` draws
+    /// the top first). They come from a ChaCha8 stream of their own, a pure function of
+    /// `(seed, epoch)`: the order and flips stay those of [`epoch_plan`], and a resumed run
+    /// draws the same offsets.
+    pub fn with_crops(mut self, seed: u64, epoch: usize, padding: i64) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(CROP_STREAMS + epoch as u64);
+        let max = 2 * padding.max(0);
+        self.crops = (0..self.order.len()).map(|_| [rng.gen_range(0..=max), rng.gen_range(0..=max)]).collect();
+        self
+    }
+
+    /// Rank `rank`'s share of the epoch in a job of `world_size` processes, as
+    /// `DistributedSampler(shuffle=True, drop_last=False)` takes it from the epoch's order:
+    /// padded with its own start to a multiple of the world size, then positions `rank,
+    /// rank + world_size, …`. Flips and crop offsets travel with their positions.
+    pub fn shard(self, rank: usize, world_size: usize) -> EpochPlan {
+        if world_size == 1 || self.order.is_empty() {
+            return self;
+        }
+        let total = self.order.len().div_ceil(world_size) * world_size;
+        let padded = |i: usize| i % self.order.len();
+        let positions: Vec<usize> = (rank..total).step_by(world_size).map(padded).collect();
+        EpochPlan {
+            order: positions.iter().map(|&p| self.order[p]).collect(),
+            flips: positions.iter().map(|&p| self.flips[p]).collect(),
+            // Empty when the transforms do not crop.
+            crops: positions.iter().filter_map(|&p| self.crops.get(p).copied()).collect(),
+        }
+    }
 }
 
 /// Batches per epoch, the last partial batch included (704 for 45,000 images at 64).

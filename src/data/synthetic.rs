@@ -14,6 +14,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::data::cifar::{self, IMAGE_BYTES, RECORDS_PER_FILE};
+use crate::data::cifar100::{self, Record};
 
 /// Stripes across an image: four light and four dark bands.
 const STRIPES: f64 = 4.0;
@@ -76,6 +77,29 @@ pub fn write_dataset(dir: &Path, seed: u64) -> std::io::Result<()> {
         cifar::write_records(&dir.join(name), records)?;
     }
     std::fs::write(dir.join("batches.meta.txt"), cifar::CLASS_NAMES.join("\n") + "\n")
+}
+
+/// Writes CIFAR-100's `train.bin` and `test.bin` (full size: 50,000 and 10,000 records) and
+/// both class-name files into `dir`. Fine label `f` draws the pattern of CIFAR-10 class
+/// `f % 10` and has coarse label `f / 5` (the release groups its classes otherwise; the reader
+/// does not care).
+pub fn write_cifar100_dataset(dir: &Path, seed: u64) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    for (name, count) in
+        [(cifar100::TRAIN_FILE, cifar100::TRAIN_RECORDS), (cifar100::TEST_FILE, cifar100::TEST_RECORDS)]
+    {
+        let records: Vec<Record> = (0..count)
+            .map(|_| {
+                let fine = rng.gen_range(0..100u8);
+                Record { coarse: fine / 5, fine, pixels: image(fine % 10, 30, &mut rng) }
+            })
+            .collect();
+        cifar100::write_records(&dir.join(name), records)?;
+    }
+    let names = |prefix: &str, n: usize| (0..n).map(|i| format!("{prefix}_{i}\n")).collect::<String>();
+    std::fs::write(dir.join(cifar100::FINE_NAMES_FILE), names("fine", 100) + "\n")?;
+    std::fs::write(dir.join(cifar100::COARSE_NAMES_FILE), names("coarse", 20) + "\n")
 }
 
 #[cfg(test)]

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use tch::Device;
 
 use crate::data::split::SplitRng;
-use crate::data::transforms;
 use crate::data::FileFingerprint;
+use crate::data::TransformSpec;
 use crate::model;
 use crate::train::optim::lr_scheduler::ScheduleSpec;
 use crate::versions::{self, LoadedLibtorch};
@@ -93,7 +93,12 @@ pub struct TrainConfig {
     /// Runs saved before this setting existed used ChaCha8.
     #[serde(default = "split_rng_of_older_runs")]
     pub split_rng: SplitRng,
+    /// Turns the training augmentation of `transforms` (flips, crops) on or off.
     pub augment: bool,
+    /// The images' transforms: normalisation, resize, and the training augmentation (runs made
+    /// before it was recorded used the tutorial's).
+    #[serde(default = "TransformSpec::alexnet_tutorial")]
+    pub transforms: TransformSpec,
     pub num_classes: i64,
     pub data_dir: PathBuf,
     pub download: bool,
@@ -170,6 +175,7 @@ impl Default for TrainConfig {
             split_seed: None,
             split_rng: SplitRng::Numpy,
             augment: true,
+            transforms: TransformSpec::alexnet_tutorial(),
             num_classes: model::CIFAR10_CLASSES,
             data_dir: PathBuf::from("data"),
             download: true,
@@ -301,8 +307,9 @@ pub struct RunInfo {
     #[serde(default)]
     pub libtorch_loaded: Option<LoadedLibtorch>,
     pub cuda_available: bool,
-    pub mean: [f64; 3],
-    pub std: [f64; 3],
+    /// The normalisation's per-channel mean and std (also in `transforms`).
+    pub mean: Vec<f64>,
+    pub std: Vec<f64>,
     /// The data files the run was trained on (absent in runs made before it was recorded).
     #[serde(default)]
     pub data_fingerprint: Vec<FileFingerprint>,
@@ -329,8 +336,8 @@ impl RunInfo {
             libtorch_version: versions::libtorch_built_against().to_string(),
             libtorch_loaded: versions::loaded_libtorch(),
             cuda_available: tch::Cuda::is_available(),
-            mean: transforms::CIFAR_MEAN,
-            std: transforms::CIFAR_STD,
+            mean: config.transforms.mean.clone(),
+            std: config.transforms.std.clone(),
             global_batch_size: config.batch_size,
             data_fingerprint,
             world_size: 1,

@@ -278,20 +278,9 @@ impl DataParallel {
         Ok(tensors.len())
     }
 
-    /// This rank's share of an epoch, as `DistributedSampler(shuffle=True, drop_last=False)`
-    /// takes it from the epoch's order: padded with its own start to a multiple of the world
-    /// size, then positions `rank, rank + world_size, …`. Flips travel with their positions.
+    /// This rank's share of an epoch ([`EpochPlan::shard`]: `DistributedSampler`'s).
     pub fn shard_epoch(&self, plan: EpochPlan) -> EpochPlan {
-        if self.world_size == 1 || plan.order.is_empty() {
-            return plan;
-        }
-        let total = plan.order.len().div_ceil(self.world_size) * self.world_size;
-        let padded = |i: usize| i % plan.order.len();
-        let positions: Vec<usize> = (self.rank..total).step_by(self.world_size).map(padded).collect();
-        EpochPlan {
-            order: positions.iter().map(|&p| plan.order[p]).collect(),
-            flips: positions.iter().map(|&p| plan.flips[p]).collect(),
-        }
+        plan.shard(self.rank, self.world_size)
     }
 
     /// This rank's evaluation images: every `world_size`-th from `rank`, no padding, so that

@@ -2,7 +2,8 @@
 //!
 //! A run folder holds `config.json`, `metrics.jsonl`, `steps.jsonl`, `last.safetensors` (+
 //! `last.optim.safetensors`, the optimizer's state, the schedule's and the loop's position),
-//! `best.safetensors`, `curves.svg` and, at the end, `summary.json`.
+//! `best.safetensors`, `curves.svg`, TensorBoard's `events.out.tfevents.*` (one per session)
+//! and, at the end, `summary.json`.
 //!
 //! - [`config`]: the settings (defaults = the recipe) and `config.json`.
 //! - [`setup`]: device, data and model before the first step.
@@ -10,6 +11,7 @@
 //! - [`data_parallel`]: one rank of a data-parallel job, with PyTorch DDP's semantics.
 //! - [`optimizer_setup`]: the optimizer and schedule the settings ask for.
 //! - [`steps_log`]: `steps.jsonl`, each step's learning rate and loss.
+//! - [`tensorboard`]: the run's TensorBoard event files, written as it goes.
 //! - [`optim`]: PyTorch's optimizers (SGD with Nesterov and dampening, Adam, AdamW) with
 //!   parameter groups and their state both ways, gradient clipping, label smoothing, and the
 //!   learning-rate schedules.
@@ -28,12 +30,14 @@ pub mod metrics;
 pub mod optim;
 pub mod optimizer_setup;
 pub mod plot;
+pub mod pytorch_run;
 pub mod recipe;
 pub mod resume;
 pub mod run_dir;
 pub mod setup;
 pub mod step;
 pub mod steps_log;
+pub mod tensorboard;
 pub mod trainer;
 
 pub use config::TrainConfig;

@@ -15,6 +15,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::TransformSpec;
+use crate::model::ModelKind;
 use crate::train::config::{OptimizerKind, TrainConfig};
 use crate::train::optim::lr_scheduler::{Decay, ScheduleSpec, StepUnit};
 
@@ -56,8 +58,20 @@ impl Recipe {
                 weight_decay: 5e-4,
                 schedule: ScheduleSpec { decay: Decay::Cosine { eta_min: 0.0 }, warmup: None, unit: StepUnit::Epoch },
                 valid_size: 0.0,
+                transforms: TransformSpec::resnet18_cifar(),
                 ..tutorial
             },
+        }
+    }
+}
+
+impl Recipe {
+    /// The recipe a zoo network was made for: its transforms are the ones to evaluate and
+    /// predict with.
+    pub fn for_model(kind: ModelKind) -> Recipe {
+        match kind {
+            ModelKind::Alexnet => Recipe::AlexnetTutorial,
+            ModelKind::Resnet18 | ModelKind::Resnet34 => Recipe::Resnet18Cifar,
         }
     }
 }

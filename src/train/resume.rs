@@ -31,19 +31,18 @@ use serde::{Deserialize, Serialize};
 use tch::nn;
 
 use crate::formats::atomic;
-use crate::formats::pytorch::PtValue;
 use crate::formats::safetensors::{self as checkpoint, CheckpointError, Metadata};
 use crate::formats::state_dict;
-use crate::formats::training_checkpoint::{PytorchOptimizer, TrainingCheckpoint};
-use crate::train::config::{OptimizerKind, TrainConfig};
-use crate::train::experiment::Experiment;
+use crate::formats::training_checkpoint::TrainingCheckpoint;
 use crate::train::metrics::{EpochMetrics, EpochSums};
 use crate::train::optim::lr_scheduler::LrScheduler;
-use crate::train::optim::param_groups::Hyper;
 use crate::train::optim::state::METADATA_KEY;
-use crate::train::optim::{AdamConfig, Optimizer, SavedState, SgdConfig};
+use crate::train::optim::{Optimizer, SavedState};
 use crate::train::optimizer_setup;
 use crate::train::run_dir::{self, RunDir, Start, LAST_CHECKPOINT, LAST_OPTIMIZER, PREVIOUS_OPTIMIZER};
+
+// Where a PyTorch run continues from and ours goes to PyTorch; re-exported where they were.
+pub use crate::train::pytorch_run::{config_of_pytorch_checkpoint, last_as_training_checkpoint};
 
 /// Where the loop stands: stored in `last.optim.safetensors` so that `--resume` continues.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -174,10 +173,10 @@ fn settle_pair(run_dir: &Path, matching: &str) -> Result<()> {
 }
 
 /// The last complete checkpoint pair of a run folder, read from disk.
-struct LastPair {
-    weights: BTreeMap<String, tch::Tensor>,
+pub(crate) struct LastPair {
+    pub(crate) weights: BTreeMap<String, tch::Tensor>,
     optimizer: checkpoint::LoadedTensors,
-    state: LoopState,
+    pub(crate) state: LoopState,
     /// The optimizer file that matched the weights.
     optimizer_file: &'static str,
 }
@@ -185,7 +184,7 @@ struct LastPair {
 impl LastPair {
     /// The optimizer state of the pair for `optimizer`: as saved, or, from a file written
     /// before other optimizers than SGD existed, its momentum buffers with the run's settings.
-    fn saved_state(&self, optimizer: &dyn Optimizer) -> Result<SavedState> {
+    pub(crate) fn saved_state(&self, optimizer: &dyn Optimizer) -> Result<SavedState> {
         let tensors = self.optimizer.tensors.iter().map(|(k, t)| (k.clone(), t.shallow_clone())).collect();
         match self.optimizer.metadata.get(METADATA_KEY) {
             Some(json) => Ok(SavedState {
@@ -199,7 +198,7 @@ impl LastPair {
 }
 
 /// Reads the weights and whichever optimizer file carries their `checkpoint_id`.
-fn read_last(run_dir: &Path) -> Result<LastPair> {
+pub(crate) fn read_last(run_dir: &Path) -> Result<LastPair> {
     let weights = checkpoint::load_tensors(&run_dir.join(LAST_CHECKPOINT))?;
     let id = weights.metadata.get("checkpoint_id").cloned().unwrap_or_default();
     let mut problems = Vec::new();
@@ -332,84 +331,6 @@ pub fn initial_state(
                 if schedule.is_some() { " with its schedule" } else { "" }
             ));
             Ok(LoopState { epoch: ckpt.epoch, schedule, ..LoopState::default() })
-        }
-    }
-}
-
-/// `config` with the optimizer of a PyTorch training checkpoint, which a run continuing it
-/// must use: its class, its first group's settings (the learning rate before any schedule,
-/// `initial_lr`, where a schedule set one), and two groups as "no weight decay on 1-dim
-/// parameters".
-pub fn config_of_pytorch_checkpoint(path: &Path, config: &TrainConfig) -> Result<TrainConfig> {
-    let ckpt = TrainingCheckpoint::read_pytorch(path)?;
-    let class = ckpt.optimizer_class().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let groups = ckpt.param_groups();
-    let group = &groups[0];
-    let bad = |e: String| anyhow::anyhow!("{}: optimizer param_groups[0]: {e}", path.display());
-    let mut config = TrainConfig { no_decay_on_norm_and_bias: groups.len() == 2, ..config.clone() };
-    if groups.len() > 2 {
-        bail!("{}: the optimizer has {} parameter groups; one or two are supported", path.display(), groups.len());
-    }
-    match class {
-        PytorchOptimizer::Sgd => {
-            let sgd = SgdConfig::from_pytorch(group).map_err(bad)?;
-            config.optimizer = OptimizerKind::Sgd;
-            (config.lr, config.momentum, config.weight_decay) = (sgd.lr, sgd.momentum, sgd.weight_decay);
-            (config.dampening, config.nesterov) = (sgd.dampening, sgd.nesterov);
-        }
-        PytorchOptimizer::Adam | PytorchOptimizer::AdamW => {
-            let adam = AdamConfig::from_pytorch(group).map_err(bad)?;
-            config.optimizer =
-                if class == PytorchOptimizer::AdamW { OptimizerKind::Adamw } else { OptimizerKind::Adam };
-            (config.lr, config.momentum, config.weight_decay) = (adam.lr, 0.0, adam.weight_decay);
-            (config.betas, config.eps, config.amsgrad) = (adam.betas, adam.eps, adam.amsgrad);
-            (config.dampening, config.nesterov) = (0.0, false);
-        }
-    }
-    if let Some(initial) = group.get("initial_lr").and_then(PtValue::as_float) {
-        config.lr = initial;
-    }
-    Ok(config)
-}
-
-/// The last complete checkpoint of a run folder as a PyTorch training checkpoint: weights,
-/// the optimizer's state dict (with the schedule's keys in its `param_groups`, as PyTorch
-/// keeps them), the schedule's state dict, and the completed epochs.
-pub fn last_as_training_checkpoint(
-    experiment: &dyn Experiment,
-    run_dir: &Path,
-    config: &TrainConfig,
-) -> Result<(TrainingCheckpoint, LoopState)> {
-    let pair = read_last(run_dir)?;
-    let (vs, net) = crate::train::setup::build_network(experiment, config, tch::Device::Cpu, false)?;
-    let mut optimizer = optimizer_setup::build_optimizer(&vs, &net.parameter_names(), config)?;
-    optimizer.load_state(&pair.saved_state(optimizer.as_ref())?)?;
-    let mut state_dict = optimizer.state_dict();
-    if let Some(schedule) = &pair.state.schedule {
-        merge_group_entries(&mut state_dict, &schedule.param_group_entries());
-    }
-    let scheduler = pair.state.schedule.as_ref().map(LrScheduler::state_dict);
-    let ckpt = TrainingCheckpoint { model: pair.weights, optimizer: state_dict, scheduler, epoch: pair.state.epoch };
-    Ok((ckpt, pair.state))
-}
-
-/// Writes a schedule's keys (`initial_lr`, …) into each of an optimizer state dict's
-/// `param_groups`, before `params` as in PyTorch's (replacing a key the group has already).
-fn merge_group_entries(state_dict: &mut PtValue, entries: &[Vec<(&'static str, f64)>]) {
-    let PtValue::Dict(items) = state_dict else { return };
-    let Some((_, PtValue::List(groups))) = items.iter_mut().find(|(k, _)| k.as_str() == Some("param_groups")) else {
-        return;
-    };
-    for (group, entries) in groups.iter_mut().zip(entries) {
-        let PtValue::Dict(keys) = group else { continue };
-        for (key, value) in entries {
-            match keys.iter_mut().find(|(k, _)| k.as_str() == Some(key)) {
-                Some((_, v)) => *v = PtValue::Float(*value),
-                None => {
-                    let at = keys.iter().position(|(k, _)| k.as_str() == Some("params")).unwrap_or(keys.len());
-                    keys.insert(at, (PtValue::from(*key), PtValue::Float(*value)));
-                }
-            }
         }
     }
 }

@@ -1,15 +1,12 @@
 //! What a run (or an evaluation) works with before its first step: the device, the data set
 //! on it, the split and the images each phase uses, and the model.
 
-use std::time::Instant;
-
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 use tch::{nn, Device};
 
-use crate::data::download::{self, Source};
 use crate::data::split::{self, Split};
 use crate::data::transforms::{self, Preprocess};
-use crate::data::{cifar, ImageDataset};
+use crate::data::{DatasetKind, ImageDataset};
 use crate::model::{self, AlexNet, Network};
 use crate::train::config::TrainConfig;
 use crate::train::experiment::Experiment;
@@ -50,7 +47,8 @@ pub fn setup(config: &TrainConfig, experiment: &dyn Experiment, log: &mut dyn Fn
         crate::device::device_name(device)
     ));
     let split = split::train_valid_split(data.train_len(), config.valid_size, config.split_seed(), config.split_rng)?;
-    let preprocess = Preprocess::new(device).channels_last(channels_last);
+    config.transforms.check_images(data.image_shape())?;
+    let preprocess = Preprocess::new(&config.transforms, device, channels_last)?;
     Ok(Setup { device, data, split, preprocess, channels_last })
 }
 
@@ -76,13 +74,14 @@ fn check_dataset(config: &TrainConfig, data: &ImageDataset) -> Result<()> {
     Ok(())
 }
 
-/// CIFAR-10 from `config.data_dir`, downloaded there when missing and allowed, on the CPU.
+/// The data set `config.dataset` names ([`DatasetKind`]: `cifar10`, `cifar100`,
+/// `cifar100-coarse`) from `config.data_dir`, downloaded there when missing and allowed, on the CPU.
 pub fn load_builtin_dataset(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<ImageDataset> {
-    let folder = download::ensure_cifar10(&config.data_dir, config.download, &Source::default())?;
-    let started = Instant::now();
-    let data = cifar::load_dir(&folder)?;
-    log(&format!("Loaded {} from {} in {:.2} s", data.name, folder.display(), started.elapsed().as_secs_f64()));
-    Ok(data)
+    use clap::ValueEnum;
+    let kind = DatasetKind::from_str(&config.dataset, true).map_err(|_| {
+        anyhow!("unknown data set `{}`: the built-in ones are cifar10, cifar100 and cifar100-coarse", config.dataset)
+    })?;
+    Ok(crate::data::load(kind, &config.data_dir, config.download, log)?)
 }
 
 /// The images each phase of a run uses: the split's, cut to the `--limit-*` flags.

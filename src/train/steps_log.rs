@@ -11,7 +11,8 @@
 //! [`crate::train::trainer`]): [`StepsLog::flush`] then reads all pending ones at once, so a
 //! step costs no host synchronisation. A checkpoint is saved after a flush; lines written after
 //! the last checkpoint are dropped on resume ([`truncate_after`]), so the file of a resumed run
-//! is that of an uninterrupted one.
+//! is that of an uninterrupted one. [`StepsLog::flush`] returns the steps it wrote, so that
+//! TensorBoard's scalars ([`crate::train::tensorboard`]) are these very values.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -31,6 +32,17 @@ struct Line<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     lr_groups: Option<&'a [f64]>,
     loss: f64,
+}
+
+/// One step as written to the file: 1-based `epoch`, global 1-based `step`, the learning rate
+/// of each parameter group, and the batch's mean loss as read from the device (a loss that is
+/// not finite is written as `null`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepRecord {
+    pub epoch: usize,
+    pub step: usize,
+    pub lr: Vec<f64>,
+    pub loss: f64,
 }
 
 /// Steps not written yet: their position and learning rates, and their losses on the device.
@@ -55,28 +67,37 @@ impl StepsLog {
         }
     }
 
-    /// Reads the pending losses (one synchronisation) and appends their lines.
-    pub fn flush(&mut self) -> Result<()> {
-        let Some(path) = &self.path else { return Ok(()) };
+    /// Reads the pending losses (one synchronisation), appends their lines and returns their
+    /// steps (none on ranks other than 0).
+    pub fn flush(&mut self) -> Result<Vec<StepRecord>> {
+        let Some(path) = &self.path else { return Ok(Vec::new()) };
         if self.pending.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let losses = Tensor::stack(&self.losses, 0).to_kind(Kind::Double).to_device(Device::Cpu);
         let losses = Vec::<f64>::try_from(&losses)?;
+        let records: Vec<StepRecord> = self
+            .pending
+            .drain(..)
+            .zip(losses)
+            .map(|((epoch, step, lr), loss)| StepRecord { epoch, step, lr, loss })
+            .collect();
+        self.losses.clear();
         let mut text = String::new();
-        for ((epoch, step, lr), loss) in self.pending.drain(..).zip(losses) {
-            let lr_groups = (lr.len() > 1).then_some(lr.as_slice());
-            let line = Line { epoch, step, lr: lr.first().copied().unwrap_or(f64::NAN), lr_groups, loss };
+        for r in &records {
+            let lr_groups = (r.lr.len() > 1).then_some(r.lr.as_slice());
+            let lr = r.lr.first().copied().unwrap_or(f64::NAN);
+            let line = Line { epoch: r.epoch, step: r.step, lr, lr_groups, loss: r.loss };
             text.push_str(&serde_json::to_string(&line)?);
             text.push('\n');
         }
-        self.losses.clear();
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
             .with_context(|| format!("cannot open {}", path.display()))?;
-        file.write_all(text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))
+        file.write_all(text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(records)
     }
 }
 

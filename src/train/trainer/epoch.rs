@@ -30,7 +30,8 @@ impl Trainer<'_> {
     ) -> Result<EpochEnd> {
         let (config, data) = (self.config, &self.setup.data);
         let epoch = self.state.epoch;
-        let plan = self.dp.shard_epoch(split::epoch_plan(self.subsets.train.len(), config.seed, epoch));
+        let plan = self.setup.preprocess.epoch_plan(self.subsets.train.len(), config.seed, epoch);
+        let plan = self.dp.shard_epoch(plan);
         let steps = split::steps_per_epoch(plan.order.len(), config.batch_size);
         let batches = Batches::for_epoch(
             &data.train_images,
@@ -74,14 +75,22 @@ impl Trainer<'_> {
                 local = sums_dev
                     .read_into(&EpochSums::default(), epoch_started.elapsed().as_secs_f64())
                     .map_err(|bad_step| self.non_finite_error(bad_step))?;
-                self.steps_log.flush()?;
+                let flushed = self.steps_log.flush()?;
                 // No collective here (reads happen at different steps on each rank): rank 0 shows
                 // its own share, a single process the whole epoch.
                 let shown = if self.dp.world_size() == 1 { self.state.sums.plus(&local) } else { local.clone() };
-                bar.set_message(format!("loss {:.4} · {:.0} img/s", shown.mean_loss(), shown.images_per_sec()));
+                // The steps just written to steps.jsonl go to TensorBoard too, with the run's ETA.
+                let eta = self.run_eta.remaining(epoch * self.steps_per_epoch + self.state.step);
+                self.tensorboard.log_steps(&flushed, shown.images_per_sec(), eta)?;
+                let run_left = crate::progress::run_left(eta);
+                bar.set_message(format!(
+                    "loss {:.4} · {:.0} img/s · {run_left}",
+                    shown.mean_loss(),
+                    shown.images_per_sec()
+                ));
                 if at_plain {
                     log(&format!(
-                        "epoch {}/{} step {}/{steps} loss {:.4} {:.0} img/s",
+                        "epoch {}/{} step {}/{steps} loss {:.4} {:.0} img/s, {run_left}",
                         epoch + 1,
                         config.epochs,
                         self.state.step,
@@ -167,21 +176,25 @@ impl Trainer<'_> {
             test_loss: test.as_ref().map(|t| t.loss),
             test_acc: test.as_ref().map(|t| t.accuracy),
         };
+        let validated = match valid.images {
+            0 => String::new(),
+            _ => format!(", val loss {:.4}, val acc {:.2}%", valid.loss, 100.0 * valid.accuracy),
+        };
         let tested = match &test {
             Some(t) => format!(", test loss {:.4}, test acc {:.2}%", t.loss, 100.0 * t.accuracy),
             None => String::new(),
         };
         log(&format!(
-            "epoch {}/{}: train loss {:.4}, train acc {:.2}%, val loss {:.4}, val acc {:.2}%{tested}, {:.1} s ({:.0} img/s)",
+            "epoch {}/{}: train loss {:.4}, train acc {:.2}%{validated}{tested}, {:.1} s ({:.0} img/s)",
             metrics.epoch,
             config.epochs,
             metrics.train_loss,
             100.0 * metrics.train_acc,
-            metrics.val_loss,
-            100.0 * metrics.val_acc,
             metrics.seconds,
             metrics.images_per_sec
         ));
+        // The epoch's metrics in TensorBoard, on disk before its checkpoint.
+        self.tensorboard.log_epoch(&metrics)?;
         // The best checkpoint is chosen by validation accuracy; without a validation split, by
         // the test accuracy where the test set is evaluated every epoch (as pytorch-cifar
         // does), else it is the last.

@@ -29,6 +29,7 @@ use crate::data::batches::Batches;
 use crate::data::split;
 use crate::formats::safetensors as checkpoint;
 use crate::model::Network;
+use crate::progress::RunEta;
 use crate::train::config::TrainConfig;
 use crate::train::data_parallel::DataParallel;
 use crate::train::evaluation::{self, EvalResult};
@@ -40,6 +41,7 @@ use crate::train::resume::{self, LoopState};
 use crate::train::run_dir::{self, RunDir, BEST_CHECKPOINT, SUMMARY_FILE};
 use crate::train::setup::{self, Setup, Subsets};
 use crate::train::steps_log::{self, StepsLog, STEPS_FILE};
+use crate::train::tensorboard::{Opening, RunWriter};
 
 use start::{check_same_data, check_same_world_size, load_data, rank_settings, share_start, write_run_files};
 
@@ -116,6 +118,15 @@ pub fn train_rank(
     };
     let state = share_start(dp, state, &vs, optimizer.as_mut())?;
     let steps_log = StepsLog::new(dp.is_main().then(|| run.file(STEPS_FILE)));
+    // Rank 0's TensorBoard event file, and the whole run's remaining time.
+    let steps_done = state.epoch * steps_per_epoch + state.step;
+    let opening = Opening { resumed: run.resume, steps_done, steps_per_epoch };
+    let tensorboard = if dp.is_main() {
+        RunWriter::open(&run.path, opening, config, optimizer.as_ref())?
+    } else {
+        RunWriter::disabled()
+    };
+    let run_eta = RunEta::new(config.epochs * steps_per_epoch, steps_done);
     let mut trainer = Trainer {
         experiment,
         config,
@@ -128,6 +139,8 @@ pub fn train_rank(
         optimizer,
         steps_per_epoch,
         steps_log,
+        tensorboard,
+        run_eta,
         state,
     };
     trainer.run(stop, log)
@@ -147,6 +160,9 @@ struct Trainer<'a> {
     /// Optimizer steps per epoch (of this rank's share).
     steps_per_epoch: usize,
     steps_log: StepsLog,
+    /// The TensorBoard event file, and the whole run's remaining time.
+    tensorboard: RunWriter,
+    run_eta: RunEta,
     state: LoopState,
 }
 
@@ -228,6 +244,7 @@ impl Trainer<'_> {
         if self.dp.is_main() {
             run_dir::write_json(&self.dir.join(SUMMARY_FILE), &summary)?;
         }
+        self.tensorboard.log_test(&summary, self.state.epoch * self.steps_per_epoch)?;
         log(&format!(
             "test accuracy: {:.2}% (best epoch {}), {:.2}% (last epoch); {} test images; total {:.1} s",
             100.0 * summary.test_acc_best,
