@@ -214,6 +214,51 @@ fn launcher_and_torchrun_runs_agree_and_sigterm_resumes_exactly() {
     assert_clean_failure(&f, "trained with 2 process(es)");
 }
 
+/// A two-rank run with AdamW (two groups, gradient clipping) and OneCycleLR stepped per batch
+/// (two epochs of two steps; OneCycleLR cycles the first beta too), killed during its fourth
+/// save (`--save-every 1`: after epoch 1's first step, at the end of epoch 1, after epoch 2's
+/// first step, at the end) and resumed from the pair of epoch 2, step 1, mid-epoch and
+/// mid-cycle: it ends bit-identical to the uninterrupted two-rank run (weights, optimizer state,
+/// metrics, each step's learning rate).
+#[test]
+fn a_two_rank_adamw_onecycle_run_resumes_exactly_mid_schedule() {
+    if !gloo_or_skip() {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let data = synthetic_data_dir();
+    let d = data.to_str().unwrap();
+    let (whole, cut) = (root.path().join("whole"), root.path().join("cut"));
+    let (w, c) = (whole.to_str().unwrap(), cut.to_str().unwrap());
+    let args = |out| {
+        let mut args = with_flags(ddp_args(d, out), &["--limit-train", "16", "--epochs", "2", "--nproc-per-node", "2"]);
+        args.extend("--optimizer adamw --schedule onecycle:0.01 --schedule-per batch".split(' '));
+        args.extend(["--no-decay-on-norm-and-bias", "--clip-grad-norm", "1.0"]);
+        args
+    };
+    let f = run_bin(&example_bin("train"), &args(w));
+    assert_eq!(f.code, Some(0), "{}\n{}", f.stdout, f.stderr);
+    assert!(f.stdout.contains("All 2 ranks hold bit-identical weights, buffers and optimizer state"), "{}", f.stdout);
+
+    let out = Command::new(example_bin("train"))
+        .args(args(c))
+        .args(["--save-every", "1"])
+        .env("TCH_ALEXNET_FAILPOINT", "between-checkpoint-writes:4")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the failpoint did not stop the run");
+    let f = run_bin(&example_bin("train"), &["--resume", c, "--nproc-per-node", "2"]);
+    assert_eq!(f.code, Some(0), "{}\n{}", f.stdout, f.stderr);
+    assert!(f.stdout.contains("Resuming") && f.stdout.contains("epoch 2, step 1"), "{}", f.stdout);
+    assert!(f.stdout.contains("All 2 ranks hold bit-identical"), "{}", f.stdout);
+    common::assert_same_runs(&cut, &whole);
+
+    let lrs: Vec<f64> = common::step_lrs(&whole).into_iter().map(|(_, lr)| lr).collect();
+    assert_eq!(lrs.len(), 4, "one line per step: {lrs:?}");
+    assert!((lrs[0] - 0.01 / 25.0).abs() < 1e-15, "OneCycleLR starts at max_lr / div_factor: {lrs:?}");
+    assert!(lrs[1] > lrs[0] && lrs[3] < lrs[1], "one cycle up and down: {lrs:?}");
+}
+
 /// The launcher SIGKILLed mid-epoch (no chance to pass anything on): its ranks notice, stop
 /// after their current step with a checkpoint, and `--resume` finishes the run.
 #[test]

@@ -7,7 +7,10 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{assert_clean_failure, cpu_train_args, example_bin, run_bin, synthetic_data_dir, tensors, with_flags};
+use common::{
+    assert_clean_failure, assert_same_runs, cpu_train_args, example_bin, json_lines, run_bin, synthetic_data_dir,
+    with_flags,
+};
 
 /// Two epochs of three steps each (24 training images, batch 8), with `extra` flags.
 fn run_args<'a>(data: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
@@ -18,29 +21,6 @@ fn run_args<'a>(data: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> 
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-fn lines(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
-
-/// Both runs' weights, optimizer state, metrics and per-step log are the same, bit for bit.
-fn assert_same_runs(a: &Path, b: &Path) {
-    for file in ["last.safetensors", "last.optim.safetensors"] {
-        let (ta, tb) = (tensors(&a.join(file)), tensors(&b.join(file)));
-        assert_eq!(ta.keys().collect::<Vec<_>>(), tb.keys().collect::<Vec<_>>(), "{file}: tensor names");
-        for (name, t) in &ta {
-            assert!(t.equal(&tb[name]), "{file}: {name} differs between the resumed and the uninterrupted run");
-        }
-    }
-    let (ma, mb) = (lines(&a.join("metrics.jsonl")), lines(&b.join("metrics.jsonl")));
-    assert_eq!(ma.len(), mb.len());
-    for (x, y) in ma.iter().zip(&mb) {
-        for key in ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr"] {
-            assert_eq!(x[key], y[key], "metrics.jsonl: {key} differs: {x} vs {y}");
-        }
-    }
-    assert_eq!(lines(&a.join("steps.jsonl")), lines(&b.join("steps.jsonl")), "steps.jsonl differs");
 }
 
 /// Runs `args` with a failpoint that kills the process (as a power loss would) during its
@@ -98,7 +78,7 @@ fn adamw_with_warmup_and_cosine_resumes_exactly_mid_schedule() {
         "0.1",
     ];
     let run = check_exact_resume(dir.path(), &flags);
-    let steps = lines(&run.join("steps.jsonl"));
+    let steps = json_lines(&run.join("steps.jsonl"));
     assert_eq!(steps.len(), 6, "one line per optimizer step");
     let lrs: Vec<f64> = steps.iter().map(|l| l["lr"].as_f64().unwrap()).collect();
     assert!((lrs[0] - 0.001 / 3.0).abs() < 1e-15, "the warm-up starts at a third of --lr (LinearLR's): {lrs:?}");
@@ -116,9 +96,36 @@ fn adamw_with_warmup_and_cosine_resumes_exactly_mid_schedule() {
 fn sgd_with_onecycle_resumes_exactly_mid_schedule() {
     let dir = tempfile::tempdir().unwrap();
     let run = check_exact_resume(dir.path(), &["--schedule", "onecycle:0.02", "--nesterov"]);
-    let lrs: Vec<f64> = lines(&run.join("steps.jsonl")).iter().map(|l| l["lr"].as_f64().unwrap()).collect();
+    let lrs: Vec<f64> = json_lines(&run.join("steps.jsonl")).iter().map(|l| l["lr"].as_f64().unwrap()).collect();
     assert!((lrs[0] - 0.02 / 25.0).abs() < 1e-15, "OneCycleLR starts at max_lr / div_factor: {lrs:?}");
     assert!(lrs.iter().cloned().fold(0.0, f64::max) <= 0.02 && lrs[5] < lrs[0], "{lrs:?}");
+}
+
+/// A run saved at `--epochs 0` (nothing trained, and no schedule built: PyTorch's schedulers
+/// refuse a run of no steps) with a warm-up, resumed with `--epochs 1`: its schedule starts
+/// then, at the warm-up's first learning rate (`--lr` × `--warmup-start-factor`), and the run
+/// ends bit-identical to one made with `--epochs 1` in one go.
+#[test]
+fn a_run_saved_at_epoch_0_starts_its_warmup_when_resumed() {
+    let data = synthetic_data_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let (whole, zero) = (dir.path().join("whole"), dir.path().join("zero"));
+    let flags = "--optimizer adamw --lr 0.001 --schedule cosine --schedule-per batch --warmup-steps 2";
+    let warmup: Vec<&str> = flags.split(' ').chain(["--warmup-start-factor", "0.25"]).collect();
+    let f = run_bin(&example_bin("train"), &with_flags(run_args(s(&data), s(&whole), &warmup), &["--epochs", "1"]));
+    assert_eq!(f.code, Some(0), "{}", f.stderr);
+    let f = run_bin(&example_bin("train"), &with_flags(run_args(s(&data), s(&zero), &warmup), &["--epochs", "0"]));
+    assert_eq!(f.code, Some(0), "{}", f.stderr);
+    assert!(!zero.join("steps.jsonl").exists() || common::step_lrs(&zero).is_empty());
+    let f = run_bin(&example_bin("train"), &["--resume", s(&zero), "--epochs", "1"]);
+    assert_eq!(f.code, Some(0), "{}\n{}", f.stdout, f.stderr);
+    assert!(f.stdout.contains("Resuming") && f.stdout.contains("epoch 1, step 0"), "{}", f.stdout);
+
+    let lrs = common::step_lrs(&zero);
+    assert_eq!(lrs.len(), 3, "{lrs:?}");
+    assert_eq!(lrs[0], (1, 0.001 * 0.25), "the first step takes the warm-up's first learning rate");
+    assert!(lrs[1].1 > lrs[0].1 && lrs[2].1 == 0.001, "the warm-up reaches --lr: {lrs:?}");
+    assert_same_runs(&zero, &whole);
 }
 
 /// A run folder written before optimizers and schedules were settings (config.json without

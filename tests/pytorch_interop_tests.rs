@@ -33,7 +33,10 @@ use tch_alexnet::train::TrainConfig;
 /// bound is that floor. (With the earlier hand-written SGD: 3.7e-9 and 1.5e-8.)
 const STATE_TOLERANCE: f64 = 0.0;
 const MOMENTUM_TOLERANCE: f64 = 0.0;
-/// Weights and Adam moments after PyTorch's two AdamW steps and one here.
+/// Weights, BatchNorm buffers and Adam's state after PyTorch's two AdamW steps and one here,
+/// and after five and five either way with a warm-up and a cosine (ten steps, where float32
+/// ReLU and max-pool decisions could flip: both sides run libtorch 2.13's same kernels, so
+/// none does): all measure 0.
 const ADAM_TOLERANCE: f64 = 0.0;
 
 /// Runs tests/fixtures/pytorch_interop.py with `args`; panics with its stderr on failure and
@@ -52,14 +55,20 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// Three batches of four random 227×227 images (`b1_images`, `b1_labels`, … `b3_labels`),
-/// written to `dir/batches.safetensors`.
-fn batches(dir: &Path) -> (PathBuf, BTreeMap<String, Tensor>) {
+/// `count` batches of four random 227×227 images and their labels (`b1_images`, `b1_labels`,
+/// …), written to `dir/batches.safetensors`.
+fn batches(dir: &Path, count: usize) -> (PathBuf, BTreeMap<String, Tensor>) {
     tch::manual_seed(12);
     let mut tensors = BTreeMap::new();
-    for (i, labels) in [[3i64, 7, 0, 9], [1, 1, 4, 8], [2, 6, 5, 0]].iter().enumerate() {
+    for i in 0..count {
+        let labels = match i {
+            0 => Tensor::from_slice(&[3i64, 7, 0, 9]),
+            1 => Tensor::from_slice(&[1i64, 1, 4, 8]),
+            2 => Tensor::from_slice(&[2i64, 6, 5, 0]),
+            _ => Tensor::randint(10, [4], (Kind::Int64, Device::Cpu)),
+        };
         tensors.insert(format!("b{}_images", i + 1), Tensor::randn([4, 3, 227, 227], (Kind::Float, Device::Cpu)));
-        tensors.insert(format!("b{}_labels", i + 1), Tensor::from_slice(labels));
+        tensors.insert(format!("b{}_labels", i + 1), labels);
     }
     let path = dir.join("batches.safetensors");
     checkpoint::save_tensors(&path, tensors.iter().map(|(k, v)| (k.as_str(), v)), &Default::default()).unwrap();
@@ -71,6 +80,20 @@ fn fresh_model(seed: i64) -> (nn::VarStore, model::AlexNet) {
     tch::manual_seed(seed);
     let (vs, net) = tch_alexnet::train::build_model(Device::Cpu, 10, false).unwrap();
     (vs, net.with_dropout(0.0))
+}
+
+/// PyTorch's side of a test: `command` of tests/fixtures/pytorch_interop.py from a fresh model
+/// (seed 11, as `init.safetensors`) on `count` [`batches`], its files in `dir/torch`. Returns
+/// that folder and the batches.
+fn pytorch_run(python: &Path, dir: &Path, command: &str, count: usize) -> (PathBuf, BTreeMap<String, Tensor>) {
+    let (batches_path, batches) = batches(dir, count);
+    let (init_vs, _) = fresh_model(11);
+    let init = dir.join("init.safetensors");
+    checkpoint::save_var_store(&init_vs, &init, &Default::default()).unwrap();
+    let torch_dir = dir.join("torch");
+    std::fs::create_dir(&torch_dir).unwrap();
+    interop(python, &[command, s(&init), s(&batches_path), s(&torch_dir)]);
+    (torch_dir, batches)
 }
 
 /// One SGD step on batch `name` (`b1`, `b2`, `b3`), as the trainer takes it.
@@ -117,13 +140,7 @@ fn assert_matches_pytorch(what: &str, vs: &nn::VarStore, sgd: &dyn Optimizer, to
 fn a_pytorch_training_checkpoint_continues_here_step_for_step() {
     let python = require_reference_python!();
     let dir = tempfile::tempdir().unwrap();
-    let (batches_path, batches) = batches(dir.path());
-    let (init_vs, _) = fresh_model(11);
-    let init = dir.path().join("init.safetensors");
-    checkpoint::save_var_store(&init_vs, &init, &Default::default()).unwrap();
-    let torch_dir = dir.path().join("torch");
-    std::fs::create_dir(&torch_dir).unwrap();
-    interop(&python, &["steps-then-save", s(&init), s(&batches_path), s(&torch_dir)]);
+    let (torch_dir, batches) = pytorch_run(&python, dir.path(), "steps-then-save", 3);
     let ckpt_path = torch_dir.join("ckpt.pth");
 
     // What the file holds, through the library's reader.
@@ -131,10 +148,10 @@ fn a_pytorch_training_checkpoint_continues_here_step_for_step() {
     assert_eq!(ckpt.epoch, 2);
     assert_eq!(ckpt.optimizer_class(), Ok(PytorchOptimizer::Sgd));
     assert!(ckpt.scheduler.is_none());
-    assert_eq!(ckpt.model.len(), init_vs.variables().len());
 
     // The trainer's path: settings from the file, then initial_state.
     let (vs, net) = fresh_model(99);
+    assert_eq!(ckpt.model.len(), vs.variables().len());
     let base = TrainConfig { lr: 1.0, momentum: 0.0, weight_decay: 0.0, ..TrainConfig::default() };
     let config = resume::config_of_pytorch_checkpoint(&ckpt_path, &base).unwrap();
     assert_eq!((config.lr, config.momentum, config.weight_decay), (0.005, 0.9, 0.005));
@@ -160,7 +177,7 @@ fn a_pytorch_training_checkpoint_continues_here_step_for_step() {
 fn a_training_checkpoint_written_here_continues_in_pytorch_step_for_step() {
     let python = require_reference_python!();
     let dir = tempfile::tempdir().unwrap();
-    let (batches_path, batches) = batches(dir.path());
+    let (batches_path, batches) = batches(dir.path(), 3);
     let (vs, net) = fresh_model(11);
     // Settings other than the recipe's and PyTorch's constructor arguments, so that the file's
     // are seen to be used.
@@ -195,13 +212,7 @@ fn a_pytorch_adamw_run_with_a_schedule_continues_here_step_for_step() {
     use tch_alexnet::train::optim::lr_scheduler::{Decay, ScheduleSpec, StepUnit};
     let python = require_reference_python!();
     let dir = tempfile::tempdir().unwrap();
-    let (batches_path, batches) = batches(dir.path());
-    let (init_vs, _) = fresh_model(11);
-    let init = dir.path().join("init.safetensors");
-    checkpoint::save_var_store(&init_vs, &init, &Default::default()).unwrap();
-    let torch_dir = dir.path().join("torch");
-    std::fs::create_dir(&torch_dir).unwrap();
-    interop(&python, &["adamw-cosine-then-save", s(&init), s(&batches_path), s(&torch_dir)]);
+    let (torch_dir, batches) = pytorch_run(&python, dir.path(), "adamw-cosine-then-save", 3);
     let ckpt_path = torch_dir.join("ckpt.pth");
 
     let schedule = ScheduleSpec::new(Decay::Cosine { eta_min: 0.0 }, None, StepUnit::Batch).unwrap();
@@ -238,6 +249,200 @@ fn a_pytorch_adamw_run_with_a_schedule_continues_here_step_for_step() {
         assert!(diff <= tolerance, "{name} differs from PyTorch's by {diff:.3e} (tolerance {tolerance:.1e})");
     }
     eprintln!("PyTorch AdamW+cosine 2 steps + Rust 1: weights and Adam moments vs PyTorch: max |diff| = {worst:.3e}");
+}
+
+/// The schedule of the five-plus-five tests: a warm-up of three steps (LinearLR, PyTorch's
+/// start factor 1/3), then a cosine over the other seven, stepped per batch.
+fn warmup_cosine_per_batch() -> tch_alexnet::train::optim::lr_scheduler::ScheduleSpec {
+    use tch_alexnet::train::optim::lr_scheduler::{Decay, ScheduleSpec, StepUnit, Warmup, WarmupLength};
+    let warmup = Warmup::new(WarmupLength::Steps(3));
+    ScheduleSpec::new(Decay::Cosine { eta_min: 0.0 }, Some(warmup), StepUnit::Batch).unwrap()
+}
+
+/// Steps on `names` with the schedule stepped after each, as the trainer takes them; returns
+/// the learning rates (per group) each step used.
+fn steps_with_schedule(
+    net: &model::AlexNet,
+    opt: &mut dyn Optimizer,
+    schedule: &mut tch_alexnet::train::optim::lr_scheduler::LrScheduler,
+    batches: &BTreeMap<String, Tensor>,
+    names: impl IntoIterator<Item = String>,
+) -> Vec<Vec<f64>> {
+    let mut lrs = Vec::new();
+    for name in names {
+        lrs.push(tch_alexnet::train::optimizer_setup::learning_rates(opt));
+        step(net, opt, batches, &name);
+        schedule.step(opt).unwrap();
+    }
+    lrs
+}
+
+/// The rows of a `[steps, groups]` float64 tensor.
+fn rows(t: &Tensor) -> Vec<Vec<f64>> {
+    let (n, groups) = t.size2().unwrap();
+    let flat = Vec::<f64>::try_from(t.to_kind(Kind::Double).flatten(0, -1)).unwrap();
+    (0..n as usize).map(|i| flat[i * groups as usize..(i + 1) * groups as usize].to_vec()).collect()
+}
+
+/// After an AdamW run here and PyTorch's (tests/fixtures/pytorch_interop.py's `save_adam_run`
+/// in `torch_dir`): every step's learning rates equal PyTorch's last `lrs.len()`, bit for bit;
+/// weights, BatchNorm buffers and Adam's `exp_avg`, `exp_avg_sq` and `step` are within
+/// `bound`. Returns the largest difference of the tensors.
+fn assert_adam_run_matches(
+    what: &str,
+    vs: &nn::VarStore,
+    opt: &dyn Optimizer,
+    lrs: &[Vec<f64>],
+    torch_dir: &Path,
+) -> f64 {
+    let torch_lrs = rows(&common::tensors(&torch_dir.join("lrs.safetensors"))["lr"]);
+    assert_eq!(lrs, &torch_lrs[torch_lrs.len() - lrs.len()..], "{what}: the learning rate of each step");
+    let state: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
+    let torch_state = common::tensors(&torch_dir.join("state.safetensors"));
+    let a = common::assert_all_close(&format!("{what}: weights and buffers"), &state, &torch_state, ADAM_TOLERANCE);
+    let adam = opt.save_state().tensors;
+    let torch_adam = common::tensors(&torch_dir.join("adam.safetensors"));
+    let b = common::assert_all_close(&format!("{what}: Adam's state"), &adam, &torch_adam, ADAM_TOLERANCE);
+    a.max(b)
+}
+
+/// PyTorch's AdamW (two groups) with a warm-up and a cosine stepped per batch runs five steps
+/// and saves `{'model', 'optimizer', 'scheduler', 'epoch': 5}` (one step an epoch); the
+/// trainer's start-up path continues it here for five steps, which land where PyTorch's
+/// uninterrupted ten do: each step's learning rate bit for bit, weights and Adam's moments
+/// within [`ADAM_TOLERANCE`].
+#[test]
+fn a_pytorch_adamw_run_with_warmup_and_cosine_continues_here_for_five_steps() {
+    let python = require_reference_python!();
+    let dir = tempfile::tempdir().unwrap();
+    let (torch_dir, batches) = pytorch_run(&python, dir.path(), "adamw-schedule-5-5", 10);
+    let ckpt_path = torch_dir.join("ckpt5.pth");
+
+    // Ten epochs of one step: the schedule spans the ten steps, as PyTorch's does.
+    let base = TrainConfig { epochs: 10, schedule: warmup_cosine_per_batch(), ..TrainConfig::default() };
+    let config = resume::config_of_pytorch_checkpoint(&ckpt_path, &base).unwrap();
+    let (vs, net) = fresh_model(99);
+    let mut opt = build_optimizer(&vs, &model::parameter_names(), &config).unwrap();
+    let schedule = tch_alexnet::train::optimizer_setup::build_schedule(opt.as_mut(), &config, 1).unwrap();
+    let run =
+        RunDir { start: Start::PytorchCheckpoint { path: ckpt_path.clone() }, ..RunDir::new(dir.path().join("run")) };
+    let mut state = resume::initial_state(&run, &vs, opt.as_mut(), schedule, &|_| Ok(None), &mut |_| {}).unwrap();
+    assert_eq!((opt.name(), state.epoch, state.step), ("AdamW", 5, 0));
+    let schedule = state.schedule.as_mut().unwrap();
+    assert_eq!((schedule.last_epoch(), schedule.horizon()), (5, Some(7)), "the file's position and T_max");
+
+    let lrs = steps_with_schedule(&net, opt.as_mut(), schedule, &batches, (6..=10).map(|i| format!("b{i}")));
+    assert!(lrs[0][0] < 1e-3 && lrs.windows(2).all(|w| w[1][0] < w[0][0]), "down the cosine: {lrs:?}");
+    assert!(lrs.iter().all(|l| l[0] == l[1]), "both groups share the schedule: {lrs:?}");
+    let worst =
+        assert_adam_run_matches("PyTorch 5 AdamW steps + Rust 5 vs PyTorch 10", &vs, opt.as_ref(), &lrs, &torch_dir);
+    eprintln!("PyTorch 5 + Rust 5 AdamW/warm-up+cosine steps vs PyTorch 10: max |diff| = {worst:.3e}");
+}
+
+/// The other way: a CLI run here (AdamW in two groups, the same warm-up and cosine per batch,
+/// two epochs of five steps) stops after its first epoch (a crash during its second save);
+/// `convert` makes a PyTorch training checkpoint of its folder; a PyTorch script that builds
+/// the same AdamW and SequentialLR loads the three states and takes five steps, which land
+/// where this crate's own continuation of the folder on the same batches does: every
+/// learning rate bit for bit, weights and Adam's moments within [`ADAM_TOLERANCE`].
+#[test]
+fn a_run_here_with_adamw_warmup_and_cosine_continues_in_pytorch_through_convert() {
+    let python = require_reference_python!();
+    let dir = tempfile::tempdir().unwrap();
+    let data = synthetic_data_dir();
+    let run = dir.path().join("run");
+    let overrides =
+        ["--epochs", "2", "--limit-train", "20", "--batch-size", "4", "--optimizer", "adamw", "--lr", "0.001"];
+    let mut args = with_flags(cpu_train_args(s(&data), s(&run)), &overrides);
+    args.extend("--schedule cosine --schedule-per batch --warmup-steps 3 --no-decay-on-norm-and-bias".split(' '));
+    // The second save (end of epoch 2) never completes: the folder holds the pair of epoch 1.
+    let out = Command::new(example_bin("train"))
+        .args(&args)
+        .env("TCH_ALEXNET_FAILPOINT", "between-checkpoint-writes:2")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the failpoint did not stop the run");
+    let pth = dir.path().join("run.pth");
+    let f = run_bin(&example_bin("convert"), &[s(&run), s(&pth)]);
+    assert_eq!(f.code, Some(0), "{}", f.stderr);
+    assert!(
+        f.stdout.contains("training checkpoint after epoch 1") && f.stdout.contains("scheduler state"),
+        "{}",
+        f.stdout
+    );
+
+    let (batches_path, batches) = batches(dir.path(), 5);
+    let torch_dir = dir.path().join("torch");
+    std::fs::create_dir(&torch_dir).unwrap();
+    let loaded =
+        interop(&python, &["continue-adamw-schedule", s(&pth), s(&batches_path), s(&torch_dir), "3", "7", "1", "5"]);
+    assert!(loaded.starts_with("OK epoch 1 last_epoch 5 lr "), "{loaded}");
+
+    // This crate's continuation: the trainer's resume of the folder, then the same five steps.
+    let config = tch_alexnet::train::read_config(&run).unwrap();
+    assert_eq!(config.schedule, warmup_cosine_per_batch());
+    let (vs, net) = fresh_model(99);
+    let mut opt = build_optimizer(&vs, &model::parameter_names(), &config).unwrap();
+    let schedule = tch_alexnet::train::optimizer_setup::build_schedule(opt.as_mut(), &config, 5).unwrap();
+    let rebuild = |_: &mut dyn Optimizer| Ok(None);
+    let mut state =
+        resume::initial_state(&RunDir::resume(&run), &vs, opt.as_mut(), schedule, &rebuild, &mut |_| {}).unwrap();
+    assert_eq!((state.epoch, state.step), (1, 0));
+    let schedule = state.schedule.as_mut().unwrap();
+    let lrs = steps_with_schedule(&net, opt.as_mut(), schedule, &batches, (1..=5).map(|i| format!("b{i}")));
+    assert!(lrs.windows(2).all(|w| w[1][0] < w[0][0]), "down the cosine: {lrs:?}");
+    // The interrupted run took epoch 2 too (its steps.jsonl was written before the failed
+    // save): the learning rates it logged are these.
+    let logged: Vec<f64> = common::step_lrs(&run).into_iter().filter(|(step, _)| *step > 5).map(|(_, lr)| lr).collect();
+    assert_eq!(logged, lrs.iter().map(|l| l[0]).collect::<Vec<_>>(), "steps.jsonl of epoch 2");
+    let worst = assert_adam_run_matches(
+        "Rust 5 AdamW steps + PyTorch 5 vs Rust 5 + Rust 5",
+        &vs,
+        opt.as_ref(),
+        &lrs,
+        &torch_dir,
+    );
+    eprintln!("a run here continued 5 AdamW/warm-up+cosine steps in PyTorch vs here: max |diff| = {worst:.3e}");
+}
+
+/// `train --resume FILE.pth` continues the file's schedule only for a run of the length that
+/// schedule was made for: PyTorch runs of one epoch of two steps whose schedules span four
+/// (CosineAnnealingLR's `T_max`, OneCycleLR's `total_steps`) are refused, in one line that
+/// names both lengths and leaving no run folder, when `--epochs` or `--schedule-per` would
+/// make another length; with `--epochs 2` the cosine continues at PyTorch's learning rates.
+#[test]
+fn a_pytorch_checkpoint_whose_schedule_spans_another_length_is_refused() {
+    let python = require_reference_python!();
+    let dir = tempfile::tempdir().unwrap();
+    let (torch_dir, _) = pytorch_run(&python, dir.path(), "schedule-checkpoints", 4);
+    let (cosine, onecycle) = (torch_dir.join("cosine.pth"), torch_dir.join("onecycle.pth"));
+
+    let data = synthetic_data_dir();
+    let out = dir.path().join("continued");
+    // 16 images, batch 8: two steps an epoch, as in the PyTorch runs.
+    let train = |file: &Path, schedule: &str, per: &str, epochs: &str| {
+        let mut args = with_flags(cpu_train_args(s(&data), s(&out)), &["--epochs", epochs]);
+        args.extend(["--resume", s(file), "--schedule", schedule, "--schedule-per", per]);
+        run_bin(&example_bin("train"), &args)
+    };
+    for (file, schedule, per, epochs, message) in [
+        (&cosine, "cosine", "batch", "3", "spans 4 steps, and this run's would span 6"),
+        (&cosine, "cosine", "epoch", "2", "spans 4 steps, and this run's would span 2"),
+        (&onecycle, "onecycle:0.02", "batch", "3", "spans 4 steps, and this run's would span 6"),
+    ] {
+        let f = train(file, schedule, per, epochs);
+        assert_clean_failure(&f, message);
+        let error = f.stderr.lines().find(|l| l.starts_with("Error:")).unwrap();
+        assert!(error.contains(s(file)) && error.contains("--epochs"), "{error}");
+        assert!(!out.exists(), "a refused run left a folder ({schedule} per {per}, {epochs} epochs)");
+    }
+
+    let f = train(&cosine, "cosine", "batch", "2");
+    assert_eq!(f.code, Some(0), "{}\n{}", f.stdout, f.stderr);
+    assert!(f.stdout.contains("Continuing the PyTorch run") && f.stdout.contains("with its schedule"), "{}", f.stdout);
+    let torch_lrs = rows(&common::tensors(&torch_dir.join("cosine_lrs.safetensors"))["lr"]);
+    let continued: Vec<(u64, f64)> = torch_lrs[2..].iter().zip(3..).map(|(lr, step)| (step, lr[0])).collect();
+    assert_eq!(common::step_lrs(&out), continued, "steps 3 and 4 at PyTorch's learning rates");
 }
 
 /// A one-epoch run on the synthetic set (lr 0.002, not the default, so that a value taken from

@@ -419,3 +419,58 @@ pub fn wait_for_line(rx: &std::sync::mpsc::Receiver<String>, needle: &str, lines
     }
     panic!("no line with {needle:?} within 300 s; got {lines:?}");
 }
+
+/// The lines of a JSON-lines file (`metrics.jsonl`, `steps.jsonl`).
+pub fn json_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// Each line's `(step, lr)` of a run's `steps.jsonl`, the learning rate parsed from its own
+/// text by Rust's correctly rounded parser (serde_json's default float parsing may be one ulp
+/// off), so that it can be compared with another program's bit for bit.
+pub fn step_lrs(run: &Path) -> Vec<(u64, f64)> {
+    json_lines(&run.join("steps.jsonl"))
+        .iter()
+        .zip(std::fs::read_to_string(run.join("steps.jsonl")).unwrap().lines())
+        .map(|(line, text)| {
+            let value = text.split("\"lr\":").nth(1).and_then(|rest| rest.split([',', '}']).next());
+            let lr = value.and_then(|v| v.trim().parse().ok()).unwrap_or_else(|| panic!("no lr in {text}"));
+            (line["step"].as_u64().unwrap(), lr)
+        })
+        .collect()
+}
+
+/// Two run folders' weights and optimizer state (`last.safetensors`, `last.optim.safetensors`:
+/// its tensors, the optimizer's settings such as the learning rates and betas a schedule set,
+/// and the schedule's state), metrics and per-step log are the same, bit for bit: a resumed
+/// run against an uninterrupted one.
+pub fn assert_same_runs(a: &Path, b: &Path) {
+    for file in ["last.safetensors", "last.optim.safetensors"] {
+        let (ta, tb) = (tensors(&a.join(file)), tensors(&b.join(file)));
+        assert_eq!(ta.keys().collect::<Vec<_>>(), tb.keys().collect::<Vec<_>>(), "{file}: tensor names");
+        for (name, t) in &ta {
+            assert!(t.equal(&tb[name]), "{file}: {name} differs between the resumed and the uninterrupted run");
+        }
+    }
+    let metadata = |run: &Path| {
+        tch_alexnet::formats::safetensors::load_tensors(&run.join("last.optim.safetensors")).unwrap().metadata
+    };
+    let (ma, mb) = (metadata(a), metadata(b));
+    assert_eq!(ma["optimizer"], mb["optimizer"], "the optimizer's settings differ");
+    let loop_state = |m: &tch_alexnet::formats::safetensors::Metadata| -> serde_json::Value {
+        serde_json::from_str(&m["loop_state"]).unwrap()
+    };
+    let (la, lb) = (loop_state(&ma), loop_state(&mb));
+    for key in ["epoch", "step", "schedule"] {
+        assert_eq!(la[key], lb[key], "the loop state's {key} differs");
+    }
+    let (ma, mb) = (metrics(a), metrics(b));
+    assert_eq!(ma.len(), mb.len());
+    for (x, y) in ma.iter().zip(&mb) {
+        for key in ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr"] {
+            assert_eq!(x[key], y[key], "metrics.jsonl: {key} differs: {x} vs {y}");
+        }
+    }
+    assert_eq!(json_lines(&a.join("steps.jsonl")), json_lines(&b.join("steps.jsonl")), "steps.jsonl differs");
+    assert_eq!(step_lrs(a), step_lrs(b), "steps.jsonl: the learning rates");
+}
