@@ -33,10 +33,17 @@ fn given(matches: &ArgMatches, id: &str) -> bool {
 
 /// `--resume RUN_DIR`: the run's saved settings with the few flags that may change.
 pub fn resume_run_folder(args: &TrainArgs, matches: &ArgMatches, dir: &Path) -> Result<(TrainConfig, RunDir)> {
+    // Only the training flags count: `matches.ids()` also holds the ids of clap's argument
+    // groups (one per flattened struct, e.g. `DataArgs`, "given" when one of its flags is) and
+    // the program's own flags, which are none of this check's business.
+    let training_flags: Vec<String> = <TrainArgs as clap::Args>::augment_args(clap::Command::new("train"))
+        .get_arguments()
+        .map(|arg| arg.get_id().to_string())
+        .collect();
     let mut refused: Vec<String> = matches
         .ids()
         .map(|id| id.as_str().to_string())
-        .filter(|id| given(matches, id) && !RESUMABLE_FLAGS.contains(&id.as_str()))
+        .filter(|id| training_flags.contains(id) && given(matches, id) && !RESUMABLE_FLAGS.contains(&id.as_str()))
         .collect();
     refused.sort();
     if !refused.is_empty() {
