@@ -5,11 +5,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::{
-    assert_clean_failure, assert_same_runs, cpu_train_args, example_bin, json_lines, run_bin, synthetic_data_dir,
-    with_flags,
+    assert_clean_failure, assert_same_runs, cpu_train_args, crash_at_save, example_bin, json_lines, run_bin,
+    synthetic_data_dir, with_flags,
 };
 
 /// Two epochs of three steps each (24 training images, batch 8), with `extra` flags.
@@ -21,17 +20,6 @@ fn run_args<'a>(data: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> 
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-/// Runs `args` with a failpoint that kills the process (as a power loss would) during its
-/// `nth` checkpoint save, after the new optimizer file and before the new weights.
-fn crash_at_save(args: &[&str], nth: usize) {
-    let out = Command::new(example_bin("train"))
-        .args(args)
-        .env("TCH_ALEXNET_FAILPOINT", format!("between-checkpoint-writes:{nth}"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "the failpoint did not stop the run");
 }
 
 /// An uninterrupted run, and the same run killed at its fifth save (`--save-every 1`: epoch

@@ -51,7 +51,7 @@ struct Args {
     /// Repetitions (the median is reported).
     #[arg(long, default_value_t = 3)]
     reps: usize,
-    /// bf16 mixed precision (autocast) on CUDA.
+    /// bf16 autocast (CPU or CUDA), on both the training step and evaluation.
     #[arg(long)]
     amp: bool,
     /// Memory layout of images and conv weights: contiguous or channels-last (one per process,
@@ -333,11 +333,16 @@ fn run() -> Result<()> {
             bs,
             &preprocess,
         );
-        tch::no_grad(|| {
-            for batch in batches.skip(1) {
-                let _ = tch::autocast(args.amp, || net.forward_t(&batch.images, false)).argmax(-1, false);
-            }
-        });
+        // One autocast region per pass, as `evaluation::evaluate` has: the bf16 weights are
+        // cast once and cached for the pass.
+        tch_alexnet::ffi::autocast_bf16(device, args.amp, || {
+            tch::no_grad(|| {
+                for batch in batches.skip(1) {
+                    let _ = net.forward_t(&batch.images, false).argmax(-1, false);
+                }
+            })
+        })
+        .expect("bf16 autocast is available on the CPU and CUDA");
     });
     eprintln!("evaluation: {:.1} images/s", median(eval_rates.clone()));
     let peak = peak_rss_mb();

@@ -94,12 +94,12 @@ pub fn measure(opts: &Options) -> Result<serde_json::Value> {
     let eval_pass = |rep: usize, batches: usize| {
         let chosen = &test_indices[rep * per_rep..][..batches * eval_bs];
         let test = Batches::new(&setup.data.test_images, &setup.data.test_labels, chosen, eval_bs, &setup.preprocess);
-        evaluation::evaluate_quietly(net.as_ref(), config.num_classes, test, config.amp, || ())
+        evaluation::evaluate_quietly(net.as_ref(), config.num_classes, test, config.bf16(), || ())
     };
-    eval_pass(opts.reps, 1); // warm-up, on images the timed passes do not use
+    eval_pass(opts.reps, 1)?; // warm-up, on images the timed passes do not use
     let mut rep = 0;
     let eval_rates = super::time_images(opts.reps, per_rep, device, || {
-        eval_pass(rep, opts.eval_batches);
+        eval_pass(rep, opts.eval_batches).expect("an evaluation pass failed");
         rep += 1;
     });
     eprintln!("resnet18 evaluation (batch {eval_bs}): {:.1} images/s", super::median(eval_rates.clone()));

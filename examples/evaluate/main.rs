@@ -46,7 +46,8 @@ struct Args {
     /// Evaluate on the first N test images only.
     #[arg(long, value_name = "N")]
     limit_test: Option<usize>,
-    /// bf16 mixed precision (autocast) on CUDA; ignored on the CPU.
+    /// bf16 autocast (as `torch.autocast(device, torch.bfloat16)`), on the CPU or CUDA: fast
+    /// where the CPU has AMX or AVX-512-BF16, and on recent GPUs.
     #[arg(long)]
     amp: bool,
     /// Also write the results as JSON to this file; "-" writes the JSON alone to standard output
@@ -82,7 +83,7 @@ fn run() -> Result<()> {
     let batches =
         Batches::new(&setup.data.test_images, &setup.data.test_labels, &indices, args.batch_size, &setup.preprocess);
     eprintln!("Evaluating {} test images", indices.len());
-    let result = evaluation::evaluate(loaded.net.as_ref(), loaded.num_classes, batches, args.amp);
+    let result = evaluation::evaluate(loaded.net.as_ref(), loaded.num_classes, batches, args.amp)?;
     let class_names = &setup.data.class_names;
 
     // With `--json -` the JSON alone goes to standard output (for `| jq`), the table to stderr.

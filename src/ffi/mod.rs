@@ -3,9 +3,9 @@
 //! `noexcept`, catches C++ exceptions and reports them as a status (getters write their value
 //! through a pointer), which the functions here turn into errors.
 //!
-//! - bf16 for CUDA autocast (`--amp`): `tch::autocast` switches autocast on and off, but
-//!   libtorch's CUDA autocast dtype defaults to fp16, whose narrow range needs a gradient
-//!   scaler; bf16 has fp32's range and needs none.
+//! - [`autocast`]: bf16 autocast regions on the CPU and CUDA (`--amp`). `tch::autocast` has
+//!   only the legacy CUDA switch (and does nothing where CUDA is absent), and libtorch's CUDA
+//!   autocast dtype defaults to fp16, whose narrow range needs a gradient scaler.
 //! - Dropping a gradient, as PyTorch's `zero_grad()` does by default (`set_to_none=True`):
 //!   tch can only zero it in place, which keeps every gradient allocated through the next
 //!   forward pass and makes backward add into it instead of handing its result over.
@@ -17,13 +17,14 @@
 //! - [`optim`]: the tensor operators of `torch.optim` that tch binds without their scalar
 //!   argument, and the fused Adam kernels.
 
+pub mod autocast;
 pub mod optim;
+
+pub use autocast::{autocast_bf16, autocast_state, AutocastBf16};
 
 use tch::Tensor;
 
 extern "C" {
-    fn tch_alexnet_set_cuda_autocast_bf16(bf16: i32) -> i32;
-    fn tch_alexnet_cuda_autocast_is_bf16(is_bf16: *mut i32) -> i32;
     /// `tensor` is an `at::Tensor*` (= `torch::Tensor*`), what `Tensor::as_mut_ptr` points to.
     fn tch_alexnet_clear_grad(tensor: *mut std::ffi::c_void) -> i32;
     fn tch_alexnet_set_grad(tensor: *mut std::ffi::c_void, grad: *const std::ffi::c_void) -> i32;
@@ -42,19 +43,6 @@ fn get_flag(getter: unsafe extern "C" fn(*mut i32) -> i32, what: &str) -> anyhow
     // SAFETY: `value` is a valid `int` for the call; the getter only writes it.
     check(unsafe { getter(&mut value) }, what)?;
     Ok(value == 1)
-}
-
-/// Makes CUDA autocast compute in bf16 (`true`) or fp16 (`false`) from now on, on the calling
-/// thread: libtorch keeps the autocast dtype per thread, as the autocast switch itself.
-pub fn set_cuda_autocast_bf16(bf16: bool) -> anyhow::Result<()> {
-    // SAFETY: sets a thread-local libtorch option; no pointers cross.
-    check(unsafe { tch_alexnet_set_cuda_autocast_bf16(i32::from(bf16)) }, "set the CUDA autocast dtype")
-}
-
-/// Whether CUDA autocast computes in bf16 on the calling thread (thread-local, see
-/// [`set_cuda_autocast_bf16`]).
-pub fn cuda_autocast_is_bf16() -> anyhow::Result<bool> {
-    get_flag(tch_alexnet_cuda_autocast_is_bf16, "read the CUDA autocast dtype")
 }
 
 /// Drops the gradient of `tensor` (PyTorch: `tensor.grad = None`).

@@ -109,13 +109,29 @@ pub struct TrainConfig {
     pub limit_train: Option<usize>,
     pub limit_val: Option<usize>,
     pub limit_test: Option<usize>,
-    /// bf16 autocast on CUDA (no effect on the CPU).
+    /// `--amp`: bf16 autocast, on the CPU or CUDA. What a run computes in is [`Self::precision`].
     pub amp: bool,
+    /// The precision the run computes in, recorded in config.json. Absent in runs made before it
+    /// was recorded, where `amp` meant bf16 on CUDA and nothing on the CPU: reading such a
+    /// folder ([`crate::train::run_dir::read_run_info`]) fills it in as the run ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<Precision>,
     /// `channels-last` (NHWC strides for images and conv weights; measured faster on both the
     /// CPU and CUDA) or `contiguous` (NCHW, as PyTorch's default).
     pub memory_format: String,
     /// Also save `last.safetensors` every this many steps (0: only at the end of each epoch).
     pub save_every: usize,
+}
+
+/// What a run's forward passes compute in. The weights, gradients, optimizer state and
+/// checkpoints are fp32 either way, as under PyTorch's autocast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// fp32 throughout.
+    Fp32,
+    /// bf16 autocast: convolutions and linear layers in bf16, the loss in fp32.
+    Bf16,
 }
 
 fn split_rng_of_older_runs() -> SplitRng {
@@ -185,6 +201,7 @@ impl Default for TrainConfig {
             limit_val: None,
             limit_test: None,
             amp: false,
+            precision: None,
             memory_format: "channels-last".into(),
             save_every: 0,
         }
@@ -235,6 +252,16 @@ impl TrainConfig {
         }
         crate::device::parse_device(&self.device)?;
         Ok(())
+    }
+
+    /// What the run computes in: the recorded precision, else bf16 exactly when `--amp` is on.
+    pub fn precision(&self) -> Precision {
+        self.precision.unwrap_or(if self.amp { Precision::Bf16 } else { Precision::Fp32 })
+    }
+
+    /// Whether forward passes run in bf16 autocast.
+    pub fn bf16(&self) -> bool {
+        self.precision() == Precision::Bf16
     }
 
     /// Images per evaluation batch.
@@ -328,7 +355,7 @@ fn one() -> usize {
 impl RunInfo {
     pub fn new(config: &TrainConfig, device: Device, data_fingerprint: Vec<FileFingerprint>) -> Self {
         Self {
-            config: config.clone(),
+            config: TrainConfig { precision: Some(config.precision()), ..config.clone() },
             resolved_device: crate::device::device_name(device),
             libtorch_threads: tch::get_num_threads(),
             crate_version: env!("CARGO_PKG_VERSION").to_string(),

@@ -40,7 +40,7 @@ pub mod steps_log;
 pub mod tensorboard;
 pub mod trainer;
 
-pub use config::TrainConfig;
+pub use config::{Precision, TrainConfig};
 pub use experiment::{Experiment, Zoo};
 pub use metrics::{EpochMetrics, Summary};
 pub use run_dir::{read_config, RunDir, BEST_CHECKPOINT, CONFIG_FILE, LAST_CHECKPOINT, METRICS_FILE};

@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use crate::formats::atomic::write_atomically;
-use crate::train::config::{RunInfo, TrainConfig};
+use crate::train::config::{Precision, RunInfo, TrainConfig};
 use crate::train::metrics::EpochMetrics;
 
 pub const CONFIG_FILE: &str = "config.json";
@@ -193,8 +193,15 @@ fn read_nonempty(path: &Path) -> Result<String> {
 pub fn read_run_info(dir: &Path) -> Result<RunInfo> {
     let path = dir.join(CONFIG_FILE);
     let text = read_nonempty(&path)?;
-    serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a valid run config (truncated or edited by hand?)", path.display()))
+    let mut info: RunInfo = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a valid run config (truncated or edited by hand?)", path.display()))?;
+    // Before the precision was recorded, `amp` meant bf16 autocast on CUDA and nothing on the
+    // CPU: such a run goes on as it ran.
+    if info.config.precision.is_none() {
+        let bf16 = info.config.amp && info.resolved_device.starts_with("cuda");
+        info.config.precision = Some(if bf16 { Precision::Bf16 } else { Precision::Fp32 });
+    }
+    Ok(info)
 }
 
 /// The settings saved in a run folder.

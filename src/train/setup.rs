@@ -30,8 +30,8 @@ pub fn setup(config: &TrainConfig, experiment: &dyn Experiment, log: &mut dyn Fn
     if device.is_cuda() {
         tch::Cuda::cudnn_set_benchmark(true);
     }
-    if config.amp {
-        crate::ffi::set_cuda_autocast_bf16(true)?;
+    if let Some(advice) = crate::device::cpu_bf16_advice(device, config.bf16(), crate::device::CpuBf16::detect()) {
+        log(&advice);
     }
     let channels_last = config.memory_format == "channels-last";
     let data = experiment.load_data(config, log)?;

@@ -7,6 +7,7 @@ use tch::nn::ModuleT;
 use tch::{Kind, Tensor};
 
 use crate::data::batches::Batch;
+use crate::ffi::autocast_bf16;
 use crate::train::config::TrainConfig;
 use crate::train::optim::{clip_grad_norm, cross_entropy, Optimizer};
 
@@ -24,7 +25,7 @@ pub(crate) fn step_seed(seed: u64, rank: usize, epoch: usize, step: usize) -> i6
 /// What a training step does beyond the recipe's forward, loss, backward and update.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct StepSettings {
-    /// bf16 autocast on CUDA.
+    /// bf16 autocast around the forward pass, on the device of the batch (CPU or CUDA).
     pub amp: bool,
     /// `F.cross_entropy(..., label_smoothing)`.
     pub label_smoothing: f64,
@@ -40,7 +41,7 @@ impl StepSettings {
 
     /// The step `config` asks for.
     pub fn of(config: &TrainConfig) -> Self {
-        Self { amp: config.amp, label_smoothing: config.label_smoothing, clip_grad_norm: config.clip_grad_norm }
+        Self { amp: config.bf16(), label_smoothing: config.label_smoothing, clip_grad_norm: config.clip_grad_norm }
     }
 }
 
@@ -65,7 +66,9 @@ pub fn train_step_with(
     settings: &StepSettings,
     after_backward: impl FnOnce(&dyn Optimizer) -> Result<()>,
 ) -> Result<(Tensor, Tensor)> {
-    let logits = tch::autocast(settings.amp, || net.forward_t(&batch.images, true));
+    // The region is entered here, in the thread that runs the forward pass (libtorch keeps the
+    // switch per thread); backward replays the casts autograd recorded, with no region needed.
+    let logits = autocast_bf16(batch.images.device(), settings.amp, || net.forward_t(&batch.images, true))?;
     // Autocast's bf16/f16 logits: the loss in float32, as PyTorch's autocast takes it. float32
     // logits are used as they are, and float64 ones (a float64 model) keep float64: libtorch's
     // `cross_entropy_loss` (what `F.cross_entropy` calls) works in the logits' own precision.

@@ -474,3 +474,14 @@ pub fn assert_same_runs(a: &Path, b: &Path) {
     assert_eq!(json_lines(&a.join("steps.jsonl")), json_lines(&b.join("steps.jsonl")), "steps.jsonl differs");
     assert_eq!(step_lrs(a), step_lrs(b), "steps.jsonl: the learning rates");
 }
+
+/// Runs `args` with a failpoint that kills the process (as a power loss would) during its
+/// `nth` checkpoint save, after the new optimizer file and before the new weights.
+pub fn crash_at_save(args: &[&str], nth: usize) {
+    let out = Command::new(example_bin("train"))
+        .args(args)
+        .env("TCH_ALEXNET_FAILPOINT", format!("between-checkpoint-writes:{nth}"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the failpoint did not stop the run");
+}

@@ -148,7 +148,10 @@ pub struct TrainArgs {
     /// Test on the first N test images only.
     #[arg(long, value_name = "N")]
     pub limit_test: Option<usize>,
-    /// bf16 mixed precision (autocast) on CUDA; ignored on the CPU.
+    /// bf16 autocast, as `torch.autocast(device, torch.bfloat16)` around forward and loss:
+    /// convolutions and linear layers in bf16, weights, optimizer state and checkpoints fp32.
+    /// On the CPU, fast where it has AMX or AVX-512-BF16 (said at start-up), emulated and slow
+    /// elsewhere; on CUDA, bf16 (no gradient scaler needed). config.json records the precision.
     #[arg(long)]
     pub amp: bool,
     /// Memory layout of images and conv weights: channels-last (faster on CPU and CUDA) or
@@ -213,6 +216,7 @@ impl TrainArgs {
             limit_val: self.limit_val,
             limit_test: self.limit_test,
             amp: self.amp,
+            precision: None,
             memory_format: self.memory_format.clone(),
             save_every: self.save_every,
             ..base.clone()

@@ -215,9 +215,9 @@ impl Trainer<'_> {
         let shard = self.dp.shard_eval(indices);
         let batches = Batches::new(images, labels, &shard, self.config.eval_batch_size(), &self.setup.preprocess);
         let local = if self.dp.is_main() {
-            evaluation::evaluate(net, self.config.num_classes, batches, self.config.amp)
+            evaluation::evaluate(net, self.config.num_classes, batches, self.config.bf16())?
         } else {
-            evaluation::evaluate_quietly(net, self.config.num_classes, batches, self.config.amp, || {})
+            evaluation::evaluate_quietly(net, self.config.num_classes, batches, self.config.bf16(), || {})?
         };
         self.dp.merge_eval(local)
     }
