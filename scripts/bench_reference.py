@@ -71,10 +71,13 @@ def recipe_split(n):
 class Recipe:
     """The tutorial's model, loss and optimizer on `device`, and its training step."""
 
-    def __init__(self, device, amp):
+    def __init__(self, device, amp, channels_last=False):
         torch.manual_seed(1)
         self.device, self.amp = device, amp
-        self.model = AlexNet().to(device)
+        # channels_last: the model and every batch in NHWC strides, as PyTorch's performance
+        # guide recommends for convolutions on the CPU (oneDNN) and on tensor cores.
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model = AlexNet().to(device, memory_format=self.memory_format)
         self.cost = nn.CrossEntropyLoss()
         self.opt = torch.optim.SGD(self.model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY, momentum=MOMENTUM)
 
@@ -82,7 +85,7 @@ class Recipe:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
 
     def step(self, images, labels):
-        images, labels = images.to(self.device), labels.to(self.device)
+        images, labels = images.to(self.device, memory_format=self.memory_format), labels.to(self.device)
         with self.autocast():
             loss = self.cost(self.model(images), labels)
         self.opt.zero_grad()
@@ -92,7 +95,7 @@ class Recipe:
     def predict(self, images):
         """Class indices, on the device (call under torch.no_grad() in eval mode)."""
         with self.autocast():
-            return self.model(images.to(self.device)).argmax(-1)
+            return self.model(images.to(self.device, memory_format=self.memory_format)).argmax(-1)
 
 
 def main():
@@ -105,7 +108,9 @@ def main():
     p.add_argument("--eval-batches", type=int, default=3)
     p.add_argument("--data-batches", type=int, default=5)
     p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--amp", action="store_true")
+    p.add_argument("--amp", action="store_true",
+                   help="torch.autocast(device, dtype=torch.bfloat16) around forward and loss")
+    p.add_argument("--channels-last", action="store_true", help="model and batches in channels_last")
     p.add_argument("--epoch", action="store_true",
                    help="time one whole epoch of the recipe instead (training, then validation), end to end")
     p.add_argument("--limit-train", type=int, help="with --epoch: the first N training images of the split")
@@ -147,7 +152,7 @@ def main():
     print(f"data pipeline: {median(data_rates):.0f} images/s", file=sys.stderr)
 
     # 1. Training step: data -> forward -> loss -> backward -> SGD.
-    recipe = Recipe(device, a.amp)
+    recipe = Recipe(device, a.amp, a.channels_last)
     recipe.model.train()
     it = loader()
     recipe.step(*next(it))
@@ -181,6 +186,7 @@ def main():
     report = {
         "implementation": f"pytorch {torch.__version__} (recipe: per-image torchvision, DataLoader num_workers=0)",
         "device": str(device), "threads": a.threads, "batch_size": bs, "amp": a.amp,
+        "channels_last": a.channels_last,
         "train_images_per_sec": median(train_rates), "train_runs": train_rates,
         "eval_images_per_sec": median(eval_rates), "eval_runs": eval_rates,
         "data_images_per_sec": median(data_rates), "data_runs": data_rates,

@@ -142,26 +142,35 @@ def stats(xs):
     return mean, sd
 
 
+SIDE_NAMES = {"pytorch": "PyTorch (tutorial's loop)", "rust": "Rust (this crate)", "rust-fp32": "Rust, fp32",
+              "rust-bf16": "Rust, bf16 (--amp)"}
+
+
 def cmd_table(args):
-    runs = {"pytorch": [], "rust": []}
+    first, second = args.sides.split(",")
+    runs = {first: [], second: []}
     for path in sorted(glob.glob(os.path.join(args.results, "*.json"))):
         with open(path) as f:
             r = json.load(f)
         runs[r["side"]].append(r)
     for side in runs:
         runs[side].sort(key=lambda r: r["seed"])
-    lines = ["| seed | PyTorch (tutorial's loop) | Rust (this crate) |", "|---:|---:|---:|"]
+    lines = [f"| seed | {SIDE_NAMES[first]} | {SIDE_NAMES[second]} |", "|---:|---:|---:|"]
     seeds = sorted({r["seed"] for side in runs.values() for r in side})
     by_seed = {side: {r["seed"]: r["test_acc"] for r in rs} for side, rs in runs.items()}
     for s in seeds:
-        cells = [f"{100 * by_seed[side][s]:.2f}%" if s in by_seed[side] else "–" for side in ("pytorch", "rust")]
+        cells = [f"{100 * by_seed[side][s]:.2f}%" if s in by_seed[side] else "–" for side in (first, second)]
         lines.append(f"| {s} | {cells[0]} | {cells[1]} |")
-    (mp, sp), (mr, sr) = stats([r["test_acc"] for r in runs["pytorch"]]), stats([r["test_acc"] for r in runs["rust"]])
+    (mp, sp), (mr, sr) = stats([r["test_acc"] for r in runs[first]]), stats([r["test_acc"] for r in runs[second]])
     lines.append(f"| mean ± sd | {100 * mp:.2f}% ± {100 * sp:.2f} | {100 * mr:.2f}% ± {100 * sr:.2f} |")
-    n1, n2 = len(runs["pytorch"]), len(runs["rust"])
+    seconds = [stats([r["seconds"] for r in runs[side]])[0] if runs[side] and "seconds" in runs[side][0] else None
+               for side in (first, second)]
+    if None not in seconds:
+        lines.append(f"| mean run time | {seconds[0]:.0f} s | {seconds[1]:.0f} s |")
+    n1, n2 = len(runs[first]), len(runs[second])
     df = n1 + n2 - 2
     text = "\n".join(lines) + "\n\n"
-    text += f"Difference of means (Rust − PyTorch): {100 * (mr - mp):+.2f} points.\n"
+    text += f"Difference of means ({SIDE_NAMES[second]} − {SIDE_NAMES[first]}): {100 * (mr - mp):+.2f} points.\n"
     if df >= 1:
         pooled = math.sqrt(((n1 - 1) * sp**2 + (n2 - 1) * sr**2) / df)
         se = pooled * math.sqrt(1 / n1 + 1 / n2)
@@ -194,6 +203,7 @@ def main():
     t = sub.add_parser("table")
     t.add_argument("results")
     t.add_argument("--out", required=True)
+    t.add_argument("--sides", default="pytorch,rust", help="the two sides to compare, as the runs' JSON names them")
     args = parser.parse_args()
     {"pytorch": cmd_pytorch, "table": cmd_table}[args.cmd](args)
 
