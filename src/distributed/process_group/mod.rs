@@ -8,7 +8,7 @@
 //! CUDA tensors only; Gloo takes both, so for Gloo the device is this crate's promise to
 //! itself, which keeps a job that trains on the GPU from sending CPU tensors to NCCL.
 
-use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::ffi::{c_char, c_int, c_void, CString};
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::time::Duration;
@@ -17,64 +17,15 @@ use tch::{Device, Tensor};
 
 use super::error::{DistError, Result};
 
-/// The library that runs the collectives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Backend {
-    /// Gloo: CPU tensors (and CUDA tensors, staged through the host). Needs gloo's headers at
-    /// build time (`libgloo-dev`, which `scripts/setup` installs).
-    Gloo,
-    /// NCCL: CUDA tensors, one GPU per rank (the caller puts rank `LOCAL_RANK`'s tensors on
-    /// `cuda:LOCAL_RANK`). Needs libtorch_cuda, `nccl.h` and the CUDA toolkit's headers at
-    /// build time (see `build.rs`). A collective that outlives the timeout is aborted by
-    /// libtorch's watchdog, which by default ends the process (NCCL cannot cancel it).
-    /// Not yet run on a GPU.
-    Nccl,
-}
+mod backend;
+mod failure;
+mod ffi;
+mod work;
 
-impl Backend {
-    /// The name PyTorch uses (`"gloo"`, `"nccl"`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Backend::Gloo => "gloo",
-            Backend::Nccl => "nccl",
-        }
-    }
+pub use backend::Backend;
+pub use work::Work;
 
-    /// Whether this build can create a group of this backend.
-    pub fn is_available(self) -> bool {
-        // SAFETY: a pure query.
-        unsafe { ffi::tch_alexnet_c10d_has_backend(self.code()) == 1 }
-    }
-
-    fn code(self) -> c_int {
-        match self {
-            Backend::Gloo => 0,
-            Backend::Nccl => 1,
-        }
-    }
-
-    /// The device a rank of this backend normally computes on: the CPU for Gloo,
-    /// `cuda:local_rank` for NCCL (one GPU per rank, as torchrun's `LOCAL_RANK` says).
-    pub fn default_device(self, local_rank: usize) -> Device {
-        match self {
-            Backend::Gloo => Device::Cpu,
-            Backend::Nccl => Device::Cuda(local_rank),
-        }
-    }
-
-    fn unavailable(self) -> DistError {
-        match self {
-            Backend::Gloo => DistError::GlooUnavailable,
-            Backend::Nccl => DistError::NcclUnavailable,
-        }
-    }
-}
-
-impl std::fmt::Display for Backend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
+use failure::{call, duration_ms, op_error, rendezvous_error, Failure};
 
 /// What [`ProcessGroup::new`] needs; the same on every rank but `rank`.
 #[derive(Debug, Clone)]
@@ -93,35 +44,6 @@ pub struct ProcessGroupOptions {
     /// Where every tensor of the group's collectives lives; others are refused before the
     /// collective starts. NCCL needs a CUDA device (this rank's GPU); Gloo takes any.
     pub device: Device,
-}
-
-/// The outcome of a C++ call: its status and, on failure, the exception's message.
-struct Failure {
-    status: c_int,
-    message: String,
-}
-
-// Statuses of src/ffi/c10d.cpp.
-const STATUS_NETWORK: c_int = 2;
-const STATUS_STORE: c_int = 3;
-const STATUS_UNAVAILABLE: c_int = 5;
-
-/// Calls a C++ function that reports failures through a status and a `char**` message.
-fn call(f: impl FnOnce(*mut *mut c_char) -> c_int) -> std::result::Result<(), Failure> {
-    let mut message: *mut c_char = std::ptr::null_mut();
-    let status = f(&mut message);
-    if status == 0 {
-        return Ok(());
-    }
-    let message = if message.is_null() {
-        format!("libtorch failed with status {status} and no message")
-    } else {
-        // SAFETY: a NUL-terminated string that c10d.cpp malloc'd for us; freed right after.
-        let text = unsafe { CStr::from_ptr(message) }.to_string_lossy().trim().to_string();
-        unsafe { ffi::tch_alexnet_c10d_free(message.cast()) };
-        text
-    };
-    Err(Failure { status, message })
 }
 
 /// A c10d process group. Collectives must be called in the same order on every rank, as in
@@ -405,185 +327,5 @@ impl Drop for ProcessGroup {
     fn drop(&mut self) {
         // SAFETY: `raw` is owned and freed once; collectives still queued end within the timeout.
         unsafe { ffi::tch_alexnet_c10d_pg_free(self.raw.as_ptr()) }
-    }
-}
-
-/// A collective in flight ([`ProcessGroup::all_reduce_sum_async`]), holding the mutable
-/// borrow of the tensor the backend is writing. Dropping it without [`Work::wait`] waits too
-/// (at most the group's timeout), its result unchecked: the borrow ends only once the backend
-/// is done with the tensor. (`std::mem::forget` would end the borrow early, as for any guard;
-/// and a shallow clone of the tensor, made before, is a second handle that the borrow cannot
-/// cover: tch's tensors are shared handles.)
-pub struct Work<'a> {
-    /// `None` once waited for and freed.
-    raw: Option<NonNull<ffi::Work>>,
-    group: &'a ProcessGroup,
-    op: String,
-    _tensor: PhantomData<&'a mut Tensor>,
-}
-
-impl Work<'_> {
-    /// Waits for the collective, at most the group's timeout.
-    pub fn wait(mut self) -> Result<()> {
-        self.finish()
-    }
-
-    /// Waits for the collective and frees its handle, once.
-    fn finish(&mut self) -> Result<()> {
-        let Some(raw) = self.raw.take() else { return Ok(()) };
-        let timeout_ms = duration_ms(self.group.timeout);
-        let result = timeout_ms.and_then(|timeout_ms| {
-            call(|message| {
-                // SAFETY: the work handle is alive until freed just below.
-                unsafe { ffi::tch_alexnet_c10d_work_wait(raw.as_ptr(), timeout_ms, message) }
-            })
-            .map_err(|failure| self.group.op_error(failure, &self.op))
-        });
-        // SAFETY: owned, freed once (`raw` was taken out of `self`).
-        unsafe { ffi::tch_alexnet_c10d_work_free(raw.as_ptr()) };
-        result
-    }
-}
-
-impl Drop for Work<'_> {
-    fn drop(&mut self) {
-        // Not waited for (an error path): the tensor's borrow ends here, so the backend must be
-        // done with it first. Its result has nowhere to go.
-        let _ = self.finish();
-    }
-}
-
-fn duration_ms(timeout: Duration) -> Result<i64> {
-    let ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
-    if ms <= 0 {
-        return Err(DistError::InvalidOptions(format!("the timeout must be at least 1 ms, not {timeout:?}")));
-    }
-    Ok(ms)
-}
-
-/// Seconds, as people write them: "30 s", "0.5 s".
-fn secs(timeout: Duration) -> String {
-    let s = timeout.as_secs_f64();
-    if s.fract() == 0.0 {
-        format!("{s:.0} s")
-    } else {
-        format!("{s} s")
-    }
-}
-
-/// Names what went wrong while joining the group, from c10d's exception class and message.
-fn rendezvous_error(
-    failure: Failure,
-    rank: usize,
-    world_size: usize,
-    addr: &str,
-    port: u16,
-    timeout: Duration,
-    backend: Backend,
-) -> DistError {
-    let Failure { status, message } = failure;
-    let lower = message.to_lowercase();
-    let (addr, timeout_text) = (addr.to_string(), secs(timeout));
-    if status == STATUS_UNAVAILABLE {
-        return backend.unavailable();
-    }
-    if lower.contains("eaddrinuse") || lower.contains("address already in use") {
-        return DistError::PortInUse { addr, port, message };
-    }
-    let timed_out = lower.contains("timed out") || lower.contains("timeout");
-    if status == STATUS_NETWORK && rank != 0 {
-        return DistError::MasterUnreachable { addr, port, timeout: timeout_text, message };
-    }
-    if timed_out || status == STATUS_STORE {
-        return DistError::RendezvousTimeout { rank, world_size, addr, port, timeout: timeout_text, message };
-    }
-    DistError::Failed { op: format!("joining the {backend} process group at {addr}:{port}"), rank, world_size, message }
-}
-
-/// Names what went wrong in a collective or store call.
-fn op_error(failure: Failure, op: &str, rank: usize, world_size: usize, timeout: Duration) -> DistError {
-    let Failure { status, message } = failure;
-    let lower = message.to_lowercase();
-    // With two ranks, "the peer" has a number.
-    let peer = if world_size == 2 { format!("rank {}", 1 - rank) } else { "a peer".to_string() };
-    let op = op.to_string();
-    if lower.contains("connection closed by peer")
-        || lower.contains("connection reset")
-        || lower.contains("broken pipe")
-        || lower.contains("connection refused")
-        || lower.contains("eof")
-    {
-        return DistError::PeerLost { op, rank, world_size, peer, message };
-    }
-    if lower.contains("timed out") || lower.contains("timeout") || status == STATUS_STORE {
-        return DistError::Timeout { op, rank, world_size, peer, timeout: secs(timeout), message };
-    }
-    if status == STATUS_NETWORK {
-        return DistError::PeerLost { op, rank, world_size, peer, message };
-    }
-    DistError::Failed { op, rank, world_size, message }
-}
-
-mod ffi {
-    use std::ffi::{c_char, c_int, c_void};
-
-    /// `tch_alexnet_pg` of c10d.cpp.
-    #[repr(C)]
-    pub struct Pg {
-        _opaque: [u8; 0],
-    }
-
-    /// `tch_alexnet_work` of c10d.cpp.
-    #[repr(C)]
-    pub struct Work {
-        _opaque: [u8; 0],
-    }
-
-    extern "C" {
-        pub fn tch_alexnet_c10d_free(pointer: *mut c_void);
-        pub fn tch_alexnet_c10d_has_backend(backend: c_int) -> c_int;
-        #[allow(clippy::too_many_arguments)]
-        pub fn tch_alexnet_c10d_pg_new(
-            master_addr: *const c_char,
-            master_port: u16,
-            rank: c_int,
-            size: c_int,
-            timeout_ms: i64,
-            backend: c_int,
-            out: *mut *mut Pg,
-            error: *mut *mut c_char,
-        ) -> c_int;
-        pub fn tch_alexnet_c10d_pg_free(pg: *mut Pg);
-        /// `tensor` is an `at::Tensor*`, what `Tensor::as_ptr` points to.
-        pub fn tch_alexnet_c10d_broadcast(
-            pg: *mut Pg,
-            tensor: *mut c_void,
-            root: c_int,
-            out: *mut *mut Work,
-            error: *mut *mut c_char,
-        ) -> c_int;
-        pub fn tch_alexnet_c10d_all_reduce_sum(
-            pg: *mut Pg,
-            tensor: *mut c_void,
-            out: *mut *mut Work,
-            error: *mut *mut c_char,
-        ) -> c_int;
-        pub fn tch_alexnet_c10d_barrier(pg: *mut Pg, out: *mut *mut Work, error: *mut *mut c_char) -> c_int;
-        pub fn tch_alexnet_c10d_work_wait(work: *mut Work, timeout_ms: i64, error: *mut *mut c_char) -> c_int;
-        pub fn tch_alexnet_c10d_work_free(work: *mut Work);
-        pub fn tch_alexnet_c10d_store_set(
-            pg: *mut Pg,
-            key: *const c_char,
-            data: *const u8,
-            len: usize,
-            error: *mut *mut c_char,
-        ) -> c_int;
-        pub fn tch_alexnet_c10d_store_get(
-            pg: *mut Pg,
-            key: *const c_char,
-            data: *mut *mut u8,
-            len: *mut usize,
-            error: *mut *mut c_char,
-        ) -> c_int;
     }
 }
