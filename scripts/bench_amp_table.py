@@ -12,12 +12,8 @@ own fp32 (stretch goal >= 2.5).
 import argparse
 import json
 
+from bench_resnet18_table import median
 from bench_table import FORWARD_GFLOP, TRAIN_GFLOP, cpu_name
-
-
-def median(xs):
-    xs = sorted(xs)
-    return xs[len(xs) // 2] if xs else float("nan")
 
 
 def label(run):

@@ -123,7 +123,8 @@ mod tests {
 
     #[test]
     fn bf16_units_come_from_the_flags_line() {
-        let cpuinfo = |flags: &str| format!("processor\t: 0\nmodel name\t: X\nflags\t\t: fpu {flags} sse\nbugs\t\t: amx_bf16\n");
+        let cpuinfo =
+            |flags: &str| format!("processor\t: 0\nmodel name\t: X\nflags\t\t: fpu {flags} sse\nbugs\t\t: amx_bf16\n");
         assert_eq!(CpuBf16::from_cpuinfo(&cpuinfo("avx512f amx_bf16 amx_tile avx512_bf16")), CpuBf16::Amx);
         assert_eq!(CpuBf16::from_cpuinfo(&cpuinfo("avx512f avx512_bf16")), CpuBf16::Avx512Bf16);
         assert_eq!(CpuBf16::from_cpuinfo(&cpuinfo("avx512f avx512_vnni")), CpuBf16::None);

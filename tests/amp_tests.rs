@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use common::{
-    assert_same_runs, cpu_train_args, crash_at_save, example_bin, run_bin, synthetic_data_dir, tensors, with_flags,
+    assert_same_runs, crash_at_save, example_bin, read_json, run_bin, synthetic_data_dir, tensors, two_epoch_args,
 };
 use tch::nn::ModuleT;
 use tch::{Device, Kind, Tensor};
@@ -116,14 +116,15 @@ fn amp_matches_pytorch_cpu_autocast_forward_and_one_sgd_step() {
     let config = TrainConfig { amp: true, ..TrainConfig::default() };
     let mut sgd = optimizer_setup::build_optimizer(&vs, &tch_alexnet::model::parameter_names(), &config).unwrap();
     let (_, train_logits) = train_step(&net, sgd.as_mut(), &batch, true).unwrap();
-    let ours = BTreeMap::from([("eval_logits".to_string(), eval.to_kind(Kind::Float)), ("train_logits".into(), train_logits)]);
+    let ours =
+        BTreeMap::from([("eval_logits".to_string(), eval.to_kind(Kind::Float)), ("train_logits".into(), train_logits)]);
     let theirs: BTreeMap<String, Tensor> = theirs.into_iter().filter(|(k, _)| ours.contains_key(k)).collect();
     assert_relative_close("logits", &ours, &theirs, LOGITS_BOUND);
 
-    let state: BTreeMap<String, Tensor> =
-        vs.variables().into_iter().filter(|(_, t)| t.is_floating_point()).collect();
+    let state: BTreeMap<String, Tensor> = vs.variables().into_iter().filter(|(_, t)| t.is_floating_point()).collect();
     let torch_state = tensors(&dir.path().join("state.safetensors"));
-    let torch_state: BTreeMap<String, Tensor> = torch_state.into_iter().filter(|(k, _)| state.contains_key(k)).collect();
+    let torch_state: BTreeMap<String, Tensor> =
+        torch_state.into_iter().filter(|(k, _)| state.contains_key(k)).collect();
     assert_eq!(state.len(), torch_state.len(), "the same weights and buffers");
     assert_relative_close("after one SGD step", &state, &torch_state, STATE_BOUND);
 }
@@ -134,7 +135,10 @@ fn assert_relative_close(what: &str, ours: &BTreeMap<String, Tensor>, theirs: &B
     for (name, reference) in theirs {
         let diff = common::max_abs_diff(&ours[name].to_kind(Kind::Double), &reference.to_kind(Kind::Double));
         let relative = diff / common::max_abs(reference).max(f64::MIN_POSITIVE);
-        assert!(relative <= bound, "{what}: {name} differs from PyTorch by {relative:e} of its largest value (> {bound:e})");
+        assert!(
+            relative <= bound,
+            "{what}: {name} differs from PyTorch by {relative:e} of its largest value (> {bound:e})"
+        );
         if relative >= worst.0 {
             worst = (relative, name.clone());
         }
@@ -142,41 +146,34 @@ fn assert_relative_close(what: &str, ours: &BTreeMap<String, Tensor>, theirs: &B
     eprintln!("{what}: largest difference from PyTorch {:e} of the largest value ({})", worst.0, worst.1);
 }
 
-/// Two epochs of three steps each (24 training images, batch 8), with `extra` flags.
-fn run_args<'a>(data: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = with_flags(cpu_train_args(data, out), &["--epochs", "2", "--limit-train", "24"]);
-    args.extend_from_slice(extra);
-    args
-}
-
-fn config_json(run: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap()
-}
-
 #[test]
 fn train_with_amp_records_bf16_saves_fp32_and_resumes_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let data = synthetic_data_dir();
     let (whole, resumed, fp32) = (dir.path().join("whole"), dir.path().join("resumed"), dir.path().join("fp32"));
-    let f = run_bin(&example_bin("train"), &run_args(s(&data), s(&whole), &["--amp"]));
+    let f = run_bin(&example_bin("train"), &two_epoch_args(s(&data), s(&whole), &["--amp"]));
     assert_eq!(f.code, Some(0), "{}", f.stderr);
-    assert!(f.stdout.contains("bf16") || f.stderr.contains("bf16"), "start-up says what --amp does here:\n{}", f.stdout);
-    assert_eq!(config_json(&whole)["precision"], "bf16");
+    assert!(
+        f.stdout.contains("bf16") || f.stderr.contains("bf16"),
+        "start-up says what --amp does here:\n{}",
+        f.stdout
+    );
+    assert_eq!(read_json(&whole.join("config.json"))["precision"], "bf16");
     for file in ["last.safetensors", "best.safetensors", "last.optim.safetensors"] {
         for (name, t) in tensors(&whole.join(file)) {
             assert!(matches!(t.kind(), Kind::Float | Kind::Int64), "{file}: {name} is {:?}", t.kind());
         }
     }
     // The same run in fp32 takes other steps: --amp did change the arithmetic.
-    let f = run_bin(&example_bin("train"), &run_args(s(&data), s(&fp32), &[]));
+    let f = run_bin(&example_bin("train"), &two_epoch_args(s(&data), s(&fp32), &[]));
     assert_eq!(f.code, Some(0), "{}", f.stderr);
-    assert_eq!(config_json(&fp32)["precision"], "fp32");
+    assert_eq!(read_json(&fp32.join("config.json"))["precision"], "fp32");
     let (a, b) = (tensors(&whole.join("last.safetensors")), tensors(&fp32.join("last.safetensors")));
     assert!(!a["fc3.0.weight"].equal(&b["fc3.0.weight"]), "--amp gave the fp32 run's weights");
 
     // Killed at its fifth save (epoch 2, step 2) and resumed from epoch 2, step 1: --resume
     // keeps bf16 (the flag is refused with --resume; config.json decides).
-    let crashing = run_args(s(&data), s(&resumed), &["--amp", "--save-every", "1"]);
+    let crashing = two_epoch_args(s(&data), s(&resumed), &["--amp", "--save-every", "1"]);
     crash_at_save(&crashing, 5);
     let f = run_bin(&example_bin("train"), &["--resume", s(&resumed)]);
     assert_eq!(f.code, Some(0), "{}\n{}", f.stdout, f.stderr);
@@ -190,10 +187,10 @@ fn an_old_cpu_run_folder_with_amp_resumes_in_fp32_as_it_ran() {
     let dir = tempfile::tempdir().unwrap();
     let data = synthetic_data_dir();
     let (whole, old) = (dir.path().join("whole"), dir.path().join("old"));
-    let f = run_bin(&example_bin("train"), &run_args(s(&data), s(&whole), &[]));
+    let f = run_bin(&example_bin("train"), &two_epoch_args(s(&data), s(&whole), &[]));
     assert_eq!(f.code, Some(0), "{}", f.stderr);
-    crash_at_save(&run_args(s(&data), s(&old), &["--save-every", "1"]), 5);
-    let mut config = config_json(&old);
+    crash_at_save(&two_epoch_args(s(&data), s(&old), &["--save-every", "1"]), 5);
+    let mut config = read_json(&old.join("config.json"));
     let fields = config.as_object_mut().unwrap();
     assert_eq!(fields.remove("precision"), Some("fp32".into()));
     fields.insert("amp".into(), true.into());

@@ -7,16 +7,9 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{
-    assert_clean_failure, assert_same_runs, cpu_train_args, crash_at_save, example_bin, json_lines, run_bin,
-    synthetic_data_dir, with_flags,
+    assert_clean_failure, assert_same_runs, crash_at_save, example_bin, json_lines, read_json, run_bin,
+    synthetic_data_dir, two_epoch_args, with_flags,
 };
-
-/// Two epochs of three steps each (24 training images, batch 8), with `extra` flags.
-fn run_args<'a>(data: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = with_flags(cpu_train_args(data, out), &["--epochs", "2", "--limit-train", "24"]);
-    args.extend_from_slice(extra);
-    args
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -28,9 +21,9 @@ fn s(p: &Path) -> &str {
 fn check_exact_resume(dir: &Path, flags: &[&str]) -> PathBuf {
     let data = synthetic_data_dir();
     let (whole, resumed) = (dir.join("whole"), dir.join("resumed"));
-    let f = run_bin(&example_bin("train"), &run_args(s(&data), s(&whole), flags));
+    let f = run_bin(&example_bin("train"), &two_epoch_args(s(&data), s(&whole), flags));
     assert_eq!(f.code, Some(0), "{}", f.stderr);
-    let mut crashing = run_args(s(&data), s(&resumed), flags);
+    let mut crashing = two_epoch_args(s(&data), s(&resumed), flags);
     crashing.extend(["--save-every", "1"]);
     crash_at_save(&crashing, 5);
 
@@ -74,8 +67,7 @@ fn adamw_with_warmup_and_cosine_resumes_exactly_mid_schedule() {
     assert_eq!(steps[5]["step"], 6);
     assert!(steps.iter().all(|l| l["loss"].as_f64().is_some_and(f64::is_finite)), "{steps:?}");
     // Two parameter groups: the second without weight decay.
-    let config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    let config = read_json(&run.join("config.json"));
     assert_eq!(config["optimizer"], "adamw");
     assert_eq!(steps[0]["lr_groups"].as_array().map(Vec::len), Some(2));
 }
@@ -100,9 +92,11 @@ fn a_run_saved_at_epoch_0_starts_its_warmup_when_resumed() {
     let (whole, zero) = (dir.path().join("whole"), dir.path().join("zero"));
     let flags = "--optimizer adamw --lr 0.001 --schedule cosine --schedule-per batch --warmup-steps 2";
     let warmup: Vec<&str> = flags.split(' ').chain(["--warmup-start-factor", "0.25"]).collect();
-    let f = run_bin(&example_bin("train"), &with_flags(run_args(s(&data), s(&whole), &warmup), &["--epochs", "1"]));
+    let f =
+        run_bin(&example_bin("train"), &with_flags(two_epoch_args(s(&data), s(&whole), &warmup), &["--epochs", "1"]));
     assert_eq!(f.code, Some(0), "{}", f.stderr);
-    let f = run_bin(&example_bin("train"), &with_flags(run_args(s(&data), s(&zero), &warmup), &["--epochs", "0"]));
+    let f =
+        run_bin(&example_bin("train"), &with_flags(two_epoch_args(s(&data), s(&zero), &warmup), &["--epochs", "0"]));
     assert_eq!(f.code, Some(0), "{}", f.stderr);
     assert!(!zero.join("steps.jsonl").exists() || common::step_lrs(&zero).is_empty());
     let f = run_bin(&example_bin("train"), &["--resume", s(&zero), "--epochs", "1"]);
@@ -126,9 +120,9 @@ fn a_run_folder_from_before_optimizer_settings_and_recipes_resumes() {
     let data = synthetic_data_dir();
     let dir = tempfile::tempdir().unwrap();
     let (whole, old) = (dir.path().join("whole"), dir.path().join("old"));
-    let f = run_bin(&example_bin("train"), &run_args(s(&data), s(&whole), &[]));
+    let f = run_bin(&example_bin("train"), &two_epoch_args(s(&data), s(&whole), &[]));
     assert_eq!(f.code, Some(0), "{}", f.stderr);
-    let mut one_epoch = run_args(s(&data), s(&old), &[]);
+    let mut one_epoch = two_epoch_args(s(&data), s(&old), &[]);
     one_epoch = with_flags(one_epoch, &["--epochs", "1"]);
     let f = run_bin(&example_bin("train"), &one_epoch);
     assert_eq!(f.code, Some(0), "{}", f.stderr);
@@ -212,7 +206,7 @@ fn optimizer_flags_that_do_not_fit_are_refused_in_one_line() {
         (vec!["--clip-grad-norm", "0"], "clipping norm"),
         (vec!["--nesterov", "--momentum", "0"], "Nesterov"),
     ] {
-        let f = run_bin(&example_bin("train"), &run_args(s(&data), s(&out), &flags));
+        let f = run_bin(&example_bin("train"), &two_epoch_args(s(&data), s(&out), &flags));
         assert_clean_failure(&f, message);
     }
 }

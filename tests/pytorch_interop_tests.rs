@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use common::{assert_clean_failure, cpu_train_args, example_bin, run_bin, synthetic_data_dir, with_flags};
+use common::{assert_clean_failure, cpu_train_args, example_bin, read_json, run_bin, synthetic_data_dir, with_flags};
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 use tch_alexnet::formats::safetensors as checkpoint;
@@ -460,10 +460,6 @@ fn base_run() -> &'static Path {
         assert_eq!(f.code, Some(0), "the base run failed:\n{}\n{}", f.stdout, f.stderr);
         run
     })
-}
-
-fn read_json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 /// `convert RUN_DIR out.pth` loads strictly in PyTorch; `train --resume out.pth` continues it

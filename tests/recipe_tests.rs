@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::{assert_clean_failure, example_bin, metrics, run_bin, synthetic_data_dir, tensors, Finished};
+use common::{assert_clean_failure, example_bin, metrics, read_json, run_bin, synthetic_data_dir, tensors, Finished};
 use serde_json::Value;
 use tch::nn;
 use tch::{Device, Kind, Tensor};
@@ -41,11 +41,6 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-fn read_json(path: &Path) -> Value {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// The lines of a run's `steps.jsonl`.

@@ -61,18 +61,19 @@ pub fn evaluate_quietly(
     // One autocast region around the whole pass: the weights are cast to bf16 once and cached
     // until it ends (they do not change while evaluating), not once per batch.
     autocast_bf16(device, amp, || {
-      tch::no_grad(|| {
-        for batch in batches {
-            let logits = model.forward_t(&batch.images, false).to_kind(Kind::Float);
-            let n = batch.labels.size()[0];
-            images += n;
-            loss_sum += logits.cross_entropy_for_logits(&batch.labels).to_kind(Kind::Double) * n as f64;
-            let predicted = logits.argmax(-1, false);
-            confusion += (&batch.labels * classes + predicted).bincount::<Tensor>(None, classes * classes);
-            on_batch();
-        }
-      })
+        tch::no_grad(|| {
+            for batch in batches {
+                let logits = model.forward_t(&batch.images, false).to_kind(Kind::Float);
+                let n = batch.labels.size()[0];
+                images += n;
+                loss_sum += logits.cross_entropy_for_logits(&batch.labels).to_kind(Kind::Double) * n as f64;
+                let predicted = logits.argmax(-1, false);
+                confusion += (&batch.labels * classes + predicted).bincount::<Tensor>(None, classes * classes);
+                on_batch();
+            }
+        })
     })?;
-    let confusion: Vec<i64> = Vec::try_from(confusion.to_device(tch::Device::Cpu)).context("reading the confusion counts")?;
+    let confusion: Vec<i64> =
+        Vec::try_from(confusion.to_device(tch::Device::Cpu)).context("reading the confusion counts")?;
     Ok(EvalResult::from_sums(images, loss_sum.double_value(&[]), &confusion, classes as usize))
 }

@@ -380,6 +380,20 @@ pub fn cpu_train_args<'a>(data: &'a str, out: &'a str) -> Vec<&'a str> {
     ]
 }
 
+/// Flags of a two-epoch CPU run of three steps each (24 training images, batch 8), with `extra`
+/// flags after them.
+pub fn two_epoch_args<'a>(data: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = with_flags(cpu_train_args(data, out), &["--epochs", "2", "--limit-train", "24"]);
+    args.extend_from_slice(extra);
+    args
+}
+
+/// A JSON file (`config.json`, `summary.json`, ...), parsed; panics naming the file.
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 /// `args` with each `--flag value` pair of `overrides` replacing the same flag's value, or added.
 pub fn with_flags<'a>(mut args: Vec<&'a str>, overrides: &[&'a str]) -> Vec<&'a str> {
     for pair in overrides.chunks(2) {

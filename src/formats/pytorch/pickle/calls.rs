@@ -33,12 +33,8 @@ impl<S: Storages> Machine<'_, S> {
         };
         let args = self.tuple(&args, "REDUCE's argument")?;
         match (global, args.as_slice()) {
-            (Global::OrderedDict, []) => {
-                Ok(self.new_container(Container::Dict(Dict::empty(DictKind::Ordered))))
-            }
-            (Global::Counter, []) => {
-                Ok(self.new_container(Container::Dict(Dict::empty(DictKind::Counter))))
-            }
+            (Global::OrderedDict, []) => Ok(self.new_container(Container::Dict(Dict::empty(DictKind::Ordered)))),
+            (Global::Counter, []) => Ok(self.new_container(Container::Dict(Dict::empty(DictKind::Counter)))),
             // `Counter(mapping)`, as Python pickles a Counter: a copy of the dict's items.
             (Global::Counter, [Obj::Ref(mapping)]) => {
                 let copy = match &*mapping.try_borrow().map_err(|_| self.bad("a container is in use"))? {
