@@ -545,6 +545,29 @@ fn our_resnet18_checkpoints_load_into_kuangliu_s_class_and_evaluate() {
     }
 }
 
+/// `evaluate` without --limit-test evaluates the whole test set (it once evaluated none: the
+/// missing limit became `usize::MAX as i64`, that is -1).
+#[test]
+fn evaluate_without_a_limit_takes_the_whole_test_set() {
+    let _alone = one_at_a_time();
+    let best = resnet_run().join("best.safetensors");
+    let data = synthetic_data_dir();
+    let args = ["--checkpoint", s(&best), "--data-dir", s(&data), "--device", "cpu", "--batch-size", "500"];
+    let f = run_bin(&example_bin("evaluate"), &[&args[..], &["--json", "-"]].concat());
+    assert_ok(&f, "evaluate without --limit-test");
+    assert!(f.stderr.contains("Evaluating 10000 test images"), "{}", f.stderr);
+    let eval: Value = serde_json::from_str(&f.stdout).unwrap();
+    assert_eq!(eval["images"], 10_000, "{eval}");
+    let confusion: i64 = eval["confusion"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|row| row.as_array().unwrap())
+        .map(|v| v.as_i64().unwrap())
+        .sum();
+    assert_eq!(confusion, 10_000, "every test image is counted once in the confusion matrix");
+}
+
 /// Flags of a short `port_small train` run: 2 epochs of 512 training images in batches of 32
 /// (the recipe's 128 would be 4 steps), 64 validation and 128 test images.
 fn port_small_args<'a>(data: &'a str, out: &'a str) -> Vec<&'a str> {

@@ -78,8 +78,11 @@ fn run() -> Result<()> {
     };
     config.validate()?;
     let setup = training::setup(&config, &tch_alexnet::train::Zoo, &mut |line| eprintln!("{line}"))?;
-    let n_test = setup.data.test_labels.size()[0];
-    let indices: Vec<i64> = (0..n_test.min(args.limit_test.unwrap_or(usize::MAX) as i64)).collect();
+    let n_test = setup.data.test_labels.size()[0] as usize;
+    let indices = tch_alexnet::train::setup::test_indices(n_test, args.limit_test);
+    if indices.is_empty() {
+        anyhow::bail!("{} has no test images to evaluate", setup.data.name);
+    }
     let batches =
         Batches::new(&setup.data.test_images, &setup.data.test_labels, &indices, args.batch_size, &setup.preprocess);
     eprintln!("Evaluating {} test images", indices.len());

@@ -96,11 +96,10 @@ impl Subsets {
     /// (and which limits were larger than their split) through `log`.
     pub fn new(config: &TrainConfig, setup: &Setup, log: &mut dyn FnMut(&str)) -> Self {
         let test_len = setup.data.test_labels.size()[0] as usize;
-        let all_test: Vec<i64> = (0..test_len as i64).collect();
         let subsets = Self {
             train: first_n(&setup.split.train, config.limit_train),
             valid: first_n(&setup.split.valid, config.limit_val),
-            test: first_n(&all_test, config.limit_test),
+            test: test_indices(test_len, config.limit_test),
         };
         for (name, limit, len) in [
             ("train", config.limit_train, setup.split.train.len()),
@@ -126,7 +125,13 @@ impl Subsets {
 }
 
 fn first_n(indices: &[i64], limit: Option<usize>) -> Vec<i64> {
-    indices[..limit.unwrap_or(usize::MAX).min(indices.len())].to_vec()
+    indices[..limit.map_or(indices.len(), |limit| limit.min(indices.len()))].to_vec()
+}
+
+/// The test images a `--limit-test` selects from a test set of `test_len`: the first `limit`, or
+/// all of them without a limit (a limit larger than the set takes all of it too).
+pub fn test_indices(test_len: usize, limit: Option<usize>) -> Vec<i64> {
+    (0..test_len.min(limit.unwrap_or(test_len)) as i64).collect()
 }
 
 /// Converts the 4-D (conv) weights to channels-last strides.
@@ -169,4 +174,26 @@ pub fn build_network(
 /// Bytes of all the variables of `vs`: the size of one weights checkpoint.
 pub fn weight_bytes(vs: &nn::VarStore) -> u64 {
     vs.variables().values().map(|t| (t.numel() * t.kind().elt_size_in_bytes()) as u64).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_limit_takes_every_test_image() {
+        assert_eq!(test_indices(10_000, None).len(), 10_000);
+        assert_eq!(test_indices(3, None), vec![0, 1, 2]);
+        assert!(test_indices(0, None).is_empty());
+    }
+
+    #[test]
+    fn a_limit_takes_the_first_images_and_never_more_than_there_are() {
+        assert_eq!(test_indices(10, Some(3)), vec![0, 1, 2]);
+        assert_eq!(test_indices(3, Some(10)), vec![0, 1, 2]);
+        assert_eq!(test_indices(3, Some(usize::MAX)), vec![0, 1, 2]);
+        assert_eq!(first_n(&[7, 8, 9], None), vec![7, 8, 9]);
+        assert_eq!(first_n(&[7, 8, 9], Some(2)), vec![7, 8]);
+        assert_eq!(first_n(&[7, 8, 9], Some(usize::MAX)), vec![7, 8, 9]);
+    }
 }
