@@ -97,34 +97,58 @@ pub struct Prediction {
     pub probability: f64,
 }
 
-/// The `k` most likely classes of each image in `images` (`uint8 [N, 3, 32, 32]`), transformed
-/// by `spec` as in evaluation (no augmentation).
+/// How [`predict`] runs: classes per image, images per forward pass, bf16 autocast.
+#[derive(Clone, Copy, Debug)]
+pub struct PredictOptions {
+    /// How many classes to return per image (at most the network's).
+    pub top: i64,
+    /// Images per forward pass: memory stays that of one batch however many images there are.
+    pub batch_size: usize,
+    /// bf16 autocast, as `evaluate --amp`.
+    pub amp: bool,
+}
+
+/// The `options.top` most likely classes of each image in `images` (`uint8 [N, 3, 32, 32]`),
+/// transformed by `spec` as in evaluation (no augmentation), `options.batch_size` at a time.
 pub fn predict(
     net: &dyn Network,
     num_classes: i64,
     spec: &TransformSpec,
     images: &Tensor,
     device: Device,
-    k: i64,
+    options: PredictOptions,
 ) -> Result<Vec<Vec<Prediction>>> {
+    if options.batch_size == 0 {
+        anyhow::bail!("the batch size must be at least 1");
+    }
     let pre = Preprocess::new(spec, device, false)?;
-    let probs = tch::no_grad(|| net.forward_t(&pre.apply(&images.to_device(device), None), false))
-        .softmax(-1, Kind::Float)
-        .to_device(Device::Cpu);
-    let k = k.clamp(1, num_classes);
-    let (values, indices) = probs.topk(k, -1, true, true);
-    Ok((0..images.size()[0])
-        .map(|i| {
-            (0..k)
-                .map(|j| {
-                    let class = indices.int64_value(&[i, j]) as usize;
-                    Prediction {
-                        class,
-                        name: CLASS_NAMES.get(class).map_or_else(|| format!("class {class}"), |s| s.to_string()),
-                        probability: values.double_value(&[i, j]),
-                    }
-                })
-                .collect()
-        })
-        .collect())
+    let k = options.top.clamp(1, num_classes);
+    let mut predictions = Vec::with_capacity(images.size()[0] as usize);
+    // One autocast region for every batch: the weights are cast to bf16 once.
+    crate::ffi::autocast_bf16(device, options.amp, || -> Result<()> {
+        for chunk in images.split(options.batch_size as i64, 0) {
+            // [B, 3, 32, 32] uint8 → the network's input → [B, num_classes] probabilities.
+            let logits = tch::no_grad(|| net.forward_t(&pre.apply(&chunk.to_device(device), None), false));
+            let probs = logits.to_kind(Kind::Float).softmax(-1, Kind::Float).to_device(Device::Cpu);
+            let (values, indices) = probs.topk(k, -1, true, true);
+            let values = Vec::<f64>::try_from(values.to_kind(Kind::Double).flatten(0, -1))?;
+            let indices = Vec::<i64>::try_from(indices.flatten(0, -1))?;
+            predictions.extend(values.chunks(k as usize).zip(indices.chunks(k as usize)).map(|(values, indices)| {
+                values
+                    .iter()
+                    .zip(indices)
+                    .map(|(&probability, &class)| {
+                        let class = class as usize;
+                        Prediction {
+                            class,
+                            name: CLASS_NAMES.get(class).map_or_else(|| format!("class {class}"), |s| s.to_string()),
+                            probability,
+                        }
+                    })
+                    .collect()
+            }));
+        }
+        Ok(())
+    })??;
+    Ok(predictions)
 }

@@ -36,6 +36,13 @@ struct Args {
     /// How many classes to show per image.
     #[arg(long, default_value_t = 3)]
     top: i64,
+    /// Images per forward pass (memory grows with it, not with the number of images).
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// bf16 autocast (as `torch.autocast(device, torch.bfloat16)`), on the CPU or CUDA: fast
+    /// where the CPU has AMX or AVX-512-BF16, and on recent GPUs.
+    #[arg(long)]
+    amp: bool,
     /// auto (CUDA when available), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     device: String,
@@ -49,13 +56,17 @@ fn run() -> Result<()> {
     if args.top < 1 {
         bail!("--top must be at least 1");
     }
+    if args.batch_size < 1 {
+        bail!("--batch-size must be at least 1");
+    }
     let device = tch_alexnet::device::parse_device(&args.device)?;
     let images = args.images.iter().map(|p| inference::load_image(p)).collect::<Result<Vec<_>>>()?;
     let loaded = inference::load_model(&args.checkpoint, args.key.as_deref(), args.model, device, false)?;
     let batch = Tensor::stack(&images, 0);
     // The transforms of the recipe the network was made for (AlexNet: resize to 227).
     let spec = Recipe::for_model(loaded.kind).config().transforms;
-    let predictions = inference::predict(loaded.net.as_ref(), loaded.num_classes, &spec, &batch, device, args.top)?;
+    let options = inference::PredictOptions { top: args.top, batch_size: args.batch_size, amp: args.amp };
+    let predictions = inference::predict(loaded.net.as_ref(), loaded.num_classes, &spec, &batch, device, options)?;
     if args.json {
         let out: Vec<_> = args
             .images
