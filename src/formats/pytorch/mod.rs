@@ -36,7 +36,9 @@
 //! tensor subclasses or other Python objects.
 
 mod archive;
+mod error;
 mod pickle;
+mod value;
 mod writer;
 mod zip_writer;
 
@@ -44,162 +46,14 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
 use std::mem::MaybeUninit;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use tch::{Kind, Tensor};
 
+use error::Fault;
+pub use error::PytorchError;
+pub use value::PtValue;
 pub use writer::{save, save_state_dict, write_raw};
-
-/// A value read from (or to be written to) a PyTorch file: the subset of Python values that
-/// checkpoints are made of.
-#[derive(Debug)]
-pub enum PtValue {
-    None,
-    Bool(bool),
-    Int(i64),
-    Float(f64),
-    Str(String),
-    List(Vec<PtValue>),
-    Tuple(Vec<PtValue>),
-    /// A plain `dict`, in insertion order.
-    Dict(Vec<(PtValue, PtValue)>),
-    /// A `collections.OrderedDict` (what `state_dict()` returns), in order. Its `_metadata`
-    /// attribute (module versions) is read and dropped.
-    OrderedDict(Vec<(PtValue, PtValue)>),
-    /// A `collections.Counter` (a dict subclass), in order: `MultiStepLR` keeps its milestones
-    /// in one, each with how many times it was given.
-    Counter(Vec<(PtValue, PtValue)>),
-    /// A CPU tensor that owns its memory (or shares it with another tensor of the same file
-    /// that covers the same whole storage, as in PyTorch).
-    Tensor(Tensor),
-}
-
-impl PtValue {
-    /// The entries of a `dict`, an `OrderedDict` or a `Counter`.
-    pub fn as_dict(&self) -> Option<&[(PtValue, PtValue)]> {
-        match self {
-            PtValue::Dict(items) | PtValue::OrderedDict(items) | PtValue::Counter(items) => Some(items),
-            _ => None,
-        }
-    }
-
-    /// The value under the string key `key` of a dict.
-    pub fn get(&self, key: &str) -> Option<&PtValue> {
-        self.as_dict()?.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v)
-    }
-
-    pub fn as_str(&self) -> Option<&str> {
-        match self {
-            PtValue::Str(s) => Some(s),
-            _ => None,
-        }
-    }
-
-    pub fn as_int(&self) -> Option<i64> {
-        match self {
-            PtValue::Int(i) => Some(*i),
-            _ => None,
-        }
-    }
-
-    /// A float, or an int as a float (Python code mixes them, e.g. `lr=1`).
-    pub fn as_float(&self) -> Option<f64> {
-        match self {
-            PtValue::Float(f) => Some(*f),
-            PtValue::Int(i) => Some(*i as f64),
-            _ => None,
-        }
-    }
-
-    pub fn as_bool(&self) -> Option<bool> {
-        match self {
-            PtValue::Bool(b) => Some(*b),
-            _ => None,
-        }
-    }
-
-    pub fn as_tensor(&self) -> Option<&Tensor> {
-        match self {
-            PtValue::Tensor(t) => Some(t),
-            _ => None,
-        }
-    }
-
-    /// The items of a list or a tuple.
-    pub fn as_list(&self) -> Option<&[PtValue]> {
-        match self {
-            PtValue::List(items) | PtValue::Tuple(items) => Some(items),
-            _ => None,
-        }
-    }
-
-    /// The value as a `state_dict`: a dict whose keys are all strings and whose values are all
-    /// tensors (shallow copies that share memory with this value's). `None` for anything else.
-    pub fn as_state_dict(&self) -> Option<BTreeMap<String, Tensor>> {
-        self.as_dict()?.iter().map(|(k, v)| Some((k.as_str()?.to_string(), v.as_tensor()?.shallow_clone()))).collect()
-    }
-
-    /// An `OrderedDict` of tensors, as PyTorch's `state_dict()` is, in the given order. The
-    /// tensors are shallow copies (they share memory with `tensors`).
-    pub fn state_dict<'a>(tensors: impl IntoIterator<Item = (&'a str, &'a Tensor)>) -> PtValue {
-        PtValue::OrderedDict(
-            tensors.into_iter().map(|(k, t)| (PtValue::from(k), PtValue::Tensor(t.shallow_clone()))).collect(),
-        )
-    }
-
-    /// The Python type's name, for messages.
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            PtValue::None => "None",
-            PtValue::Bool(_) => "bool",
-            PtValue::Int(_) => "int",
-            PtValue::Float(_) => "float",
-            PtValue::Str(_) => "str",
-            PtValue::List(_) => "list",
-            PtValue::Tuple(_) => "tuple",
-            PtValue::Dict(_) => "dict",
-            PtValue::OrderedDict(_) => "OrderedDict",
-            PtValue::Counter(_) => "Counter",
-            PtValue::Tensor(_) => "Tensor",
-        }
-    }
-}
-
-impl From<&str> for PtValue {
-    fn from(s: &str) -> Self {
-        PtValue::Str(s.to_string())
-    }
-}
-
-impl From<String> for PtValue {
-    fn from(s: String) -> Self {
-        PtValue::Str(s)
-    }
-}
-
-impl From<i64> for PtValue {
-    fn from(i: i64) -> Self {
-        PtValue::Int(i)
-    }
-}
-
-impl From<f64> for PtValue {
-    fn from(f: f64) -> Self {
-        PtValue::Float(f)
-    }
-}
-
-impl From<bool> for PtValue {
-    fn from(b: bool) -> Self {
-        PtValue::Bool(b)
-    }
-}
-
-impl From<Tensor> for PtValue {
-    fn from(t: Tensor) -> Self {
-        PtValue::Tensor(t)
-    }
-}
 
 /// The keys of `state_dict` with `prefix` removed from those that start with it (as
 /// `torch.nn.modules.utils.consume_prefix_in_state_dict_if_present` does), e.g. the `module.`
@@ -212,76 +66,6 @@ pub fn strip_prefix(state_dict: BTreeMap<String, Tensor>, prefix: &str) -> BTree
             None => (k, t),
         })
         .collect()
-}
-
-/// What can go wrong with a PyTorch file; every variant names the file.
-#[derive(Debug, thiserror::Error)]
-pub enum PytorchError {
-    #[error("cannot read {path}: {err}")]
-    Read { path: PathBuf, err: std::io::Error },
-    #[error("cannot write {path}: {err}")]
-    Write { path: PathBuf, err: std::io::Error },
-    #[error("{path} is not a PyTorch checkpoint (torch.save): {reason}")]
-    NotPytorch { path: PathBuf, reason: String },
-    #[error(
-        "{path} is in PyTorch's legacy format (written before PyTorch 1.6, or with \
-         _use_new_zipfile_serialization=False), which is not supported; re-save it with \
-         PyTorch >= 1.6: `torch.save(torch.load(path), new_path)`"
-    )]
-    LegacyFormat { path: PathBuf },
-    #[error(
-        "{path} is a TorchScript module (torch.jit.save), not a checkpoint; in Python, load it \
-         with `torch.jit.load(path)` and save its weights with `torch.save(model.state_dict(), new_path)`"
-    )]
-    TorchScript { path: PathBuf },
-    #[error("{path}: damaged or unsupported zip archive: {reason}")]
-    Archive { path: PathBuf, reason: String },
-    #[error(
-        "{path}: refused to load: the pickle names `{module}.{name}`, which is not allowed \
-         (only tensors, storages, OrderedDict and Counter are; nothing from the file was executed){hint}"
-    )]
-    ForbiddenGlobal { path: PathBuf, module: String, name: String, hint: &'static str },
-    #[error("{path}: invalid pickle (data.pkl) at byte {offset}: {reason}")]
-    Pickle { path: PathBuf, offset: usize, reason: String },
-    #[error("{path}: {reason}")]
-    Tensor { path: PathBuf, reason: String },
-}
-
-/// An error found without knowing the file's name; [`Fault::at`] names it.
-#[derive(Debug)]
-enum Fault {
-    Io(std::io::Error),
-    Archive(String),
-    Forbidden { module: String, name: String },
-    Pickle { offset: usize, reason: String },
-    Tensor(String),
-}
-
-impl From<std::io::Error> for Fault {
-    fn from(err: std::io::Error) -> Self {
-        Fault::Io(err)
-    }
-}
-
-impl Fault {
-    fn at(self, path: &Path) -> PytorchError {
-        let path = path.to_path_buf();
-        match self {
-            Fault::Io(err) => PytorchError::Read { path, err },
-            Fault::Archive(reason) => PytorchError::Archive { path, reason },
-            Fault::Forbidden { module, name } => {
-                let hint = if module == "__main__" || module.starts_with("torch.") {
-                    "; if the file holds a whole model (torch.save(model)), re-save its weights in Python \
-                     with `torch.save(model.state_dict(), new_path)`"
-                } else {
-                    ""
-                };
-                PytorchError::ForbiddenGlobal { path, module, name, hint }
-            }
-            Fault::Pickle { offset, reason } => PytorchError::Pickle { path, offset, reason },
-            Fault::Tensor(reason) => PytorchError::Tensor { path, reason },
-        }
-    }
 }
 
 /// The typed storages that PyTorch names in persistent ids, with their element kinds.
