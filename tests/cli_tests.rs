@@ -28,6 +28,7 @@ fn help_documents_every_flag_with_the_recipe_defaults() {
         ("--weight-decay", "[default: 0.005; resnet18-cifar: 0.0005]"),
         ("--schedule", "[default: constant; resnet18-cifar: cosine]"),
         ("--valid-size", "[default: 0.1; resnet18-cifar: 0]"),
+        ("--test-every-epoch", "[default: off; resnet18-cifar: on]"),
         ("--seed", "[default: 1]"),
         ("--data-dir", "[default: data]"),
         ("--device", "[default: auto]"),

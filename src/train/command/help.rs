@@ -20,6 +20,7 @@ fn default_values(config: &TrainConfig) -> Vec<(&'static str, String)> {
         ("schedule", schedule.decay.to_string()),
         ("label_smoothing", config.label_smoothing.to_string()),
         ("valid_size", config.valid_size.to_string()),
+        ("test_every_epoch", if config.test_every_epoch { "on" } else { "off" }.to_string()),
         ("seed", config.seed.to_string()),
         ("split_rng", config.split_rng.name().to_string()),
     ]
