@@ -8,10 +8,12 @@ Two subcommands, run by scripts/compare-accuracy:
         SubsetRandomSampler over the NumPy split), on the first N images of each split as
         `train --limit-*` takes them, then test accuracy. Writes {"seed", "test_acc", ...}.
 
-    compare_accuracy.py table RESULTS_DIR --out TABLE.md
-        Reads every pytorch-*.json and rust-*.json in RESULTS_DIR and writes the table: each
-        run's test accuracy, the means, their spread, and the smallest difference of means that
-        this many runs can detect (two-sided t-test, alpha 0.05, power 0.8).
+    compare_accuracy.py table RESULTS_DIR --out TABLE.md [--sides BASE,OTHER,...] [--paired]
+        Reads every run JSON in RESULTS_DIR and writes the table: each run's test accuracy, the
+        means, their spread, and the smallest difference of means that this many runs can detect
+        (two-sided t-test, alpha 0.05, power 0.8), each side against the first. With --paired
+        (runs of one seed share their initial weights, order and flips: this crate against
+        itself) also the per-seed differences and their paired t-test.
 
 Evaluation runs in eval mode and the test set uses the training normalisation, as this crate
 does (the tutorial does neither: see the README's deliberate differences); `--as-written`
@@ -143,44 +145,87 @@ def stats(xs):
 
 
 SIDE_NAMES = {"pytorch": "PyTorch (tutorial's loop)", "rust": "Rust (this crate)", "rust-fp32": "Rust, fp32",
-              "rust-bf16": "Rust, bf16 (--amp)"}
+              "rust-bf16": "Rust, bf16 (--amp)", "rust-fp32-nchw": "Rust, fp32 NCHW (control)"}
 
 
-def cmd_table(args):
-    first, second = args.sides.split(",")
-    runs = {first: [], second: []}
-    for path in sorted(glob.glob(os.path.join(args.results, "*.json"))):
-        with open(path) as f:
-            r = json.load(f)
-        runs[r["side"]].append(r)
-    for side in runs:
-        runs[side].sort(key=lambda r: r["seed"])
-    lines = [f"| seed | {SIDE_NAMES[first]} | {SIDE_NAMES[second]} |", "|---:|---:|---:|"]
-    seeds = sorted({r["seed"] for side in runs.values() for r in side})
-    by_seed = {side: {r["seed"]: r["test_acc"] for r in rs} for side, rs in runs.items()}
-    for s in seeds:
-        cells = [f"{100 * by_seed[side][s]:.2f}%" if s in by_seed[side] else "–" for side in (first, second)]
-        lines.append(f"| {s} | {cells[0]} | {cells[1]} |")
-    (mp, sp), (mr, sr) = stats([r["test_acc"] for r in runs[first]]), stats([r["test_acc"] for r in runs[second]])
-    lines.append(f"| mean ± sd | {100 * mp:.2f}% ± {100 * sp:.2f} | {100 * mr:.2f}% ± {100 * sr:.2f} |")
-    seconds = [stats([r["seconds"] for r in runs[side]])[0] if runs[side] and "seconds" in runs[side][0] else None
-               for side in (first, second)]
-    if None not in seconds:
-        lines.append(f"| mean run time | {seconds[0]:.0f} s | {seconds[1]:.0f} s |")
-    n1, n2 = len(runs[first]), len(runs[second])
+def t_two_sided_p(t, df):
+    """Two-sided p-value of Student's t with df degrees of freedom."""
+    return betainc(df / 2, 0.5, df / (df + t * t)) if math.isfinite(t) else 0.0
+
+
+def unpaired_lines(base, other, a, b):
+    """Welch-free pooled two-sample t-test of `b` against `a` (lists of accuracies)."""
+    (ma, sa), (mb, sb) = stats(a), stats(b)
+    text = f"Difference of means ({SIDE_NAMES.get(other, other)} − {SIDE_NAMES.get(base, base)}): {100 * (mb - ma):+.2f} points.\n"
+    n1, n2 = len(a), len(b)
     df = n1 + n2 - 2
-    text = "\n".join(lines) + "\n\n"
-    text += f"Difference of means ({SIDE_NAMES[second]} − {SIDE_NAMES[first]}): {100 * (mr - mp):+.2f} points.\n"
     if df >= 1:
-        pooled = math.sqrt(((n1 - 1) * sp**2 + (n2 - 1) * sr**2) / df)
+        pooled = math.sqrt(((n1 - 1) * sa**2 + (n2 - 1) * sb**2) / df)
         se = pooled * math.sqrt(1 / n1 + 1 / n2)
-        t_stat = (mr - mp) / se if se > 0 else float("inf")
+        t_stat = (mb - ma) / se if se > 0 else float("inf")
         detectable = (t_quantile(0.975, df) + t_quantile(0.8, df)) * se
         text += (
             f"Pooled sd {100 * pooled:.2f} points; t = {t_stat:.2f} on {df} degrees of freedom "
             f"(|t| > {t_quantile(0.975, df):.2f} would be a significant difference at 5%).\n"
             f"Smallest difference of means these runs detect (alpha 0.05, power 0.8): {100 * detectable:.2f} points.\n"
         )
+    return text
+
+
+def paired_lines(base, other, diffs):
+    """Paired t-test of the per-seed differences `diffs` (other − base) against 0."""
+    n = len(diffs)
+    if n < 2:
+        return ""
+    mean, sd = stats(diffs)
+    t_stat = mean / (sd / math.sqrt(n)) if sd > 0 else float("inf")
+    below = sum(d < 0 for d in diffs)
+    return (
+        f"Paired by seed ({SIDE_NAMES.get(other, other)} − {SIDE_NAMES.get(base, base)}): mean {100 * mean:+.2f} ± "
+        f"{100 * sd:.2f} points over {n} seeds, {below} below and {n - below - sum(d == 0 for d in diffs)} above; "
+        f"t = {t_stat:.2f} on {n - 1} degrees of freedom, p = {t_two_sided_p(t_stat, n - 1):.3f}.\n"
+    )
+
+
+def cmd_table(args):
+    sides = args.sides.split(",")
+    runs = {side: [] for side in sides}
+    for path in sorted(glob.glob(os.path.join(args.results, "*.json"))):
+        with open(path) as f:
+            r = json.load(f)
+        if r["side"] in runs:
+            runs[r["side"]].append(r)
+    base = sides[0]
+    by_seed = {side: {r["seed"]: r["test_acc"] for r in rs} for side, rs in runs.items()}
+    seeds = sorted({s for accs in by_seed.values() for s in accs})
+    names = [SIDE_NAMES.get(side, side) for side in sides]
+    # With --paired, the runs of one seed share initial weights, order and flips (the same
+    # program): each other side's difference to the first is a column, and is tested paired.
+    diff_heads = [f"{n} − {names[0]}" for n in names[1:]] if args.paired else []
+    lines = ["| seed | " + " | ".join(names + diff_heads) + " |", "|---:" * (1 + len(names) + len(diff_heads)) + "|"]
+    for s in seeds:
+        cells = [f"{100 * by_seed[side][s]:.2f}%" if s in by_seed[side] else "–" for side in sides]
+        if args.paired:
+            cells += [f"{100 * (by_seed[side][s] - by_seed[base][s]):+.1f}" if s in by_seed[side] and s in by_seed[base] else "–"
+                      for side in sides[1:]]
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    means = [stats([r["test_acc"] for r in runs[side]]) for side in sides]
+    summary = [f"{100 * m:.2f}% ± {100 * sd:.2f}" for m, sd in means]
+    if args.paired:
+        for side in sides[1:]:
+            d = [by_seed[side][s] - by_seed[base][s] for s in seeds if s in by_seed[side] and s in by_seed[base]]
+            m, sd = stats(d)
+            summary.append(f"{100 * m:+.1f} ± {100 * sd:.1f}")
+    lines.append("| mean ± sd | " + " | ".join(summary) + " |")
+    if all(runs[side] and "seconds" in runs[side][0] for side in sides):
+        times = [f"{stats([r['seconds'] for r in runs[side]])[0]:.0f} s" for side in sides]
+        lines.append("| mean run time | " + " | ".join(times + [""] * len(diff_heads)) + " |")
+    text = "\n".join(lines) + "\n\n"
+    for side in sides[1:]:
+        text += unpaired_lines(base, side, [r["test_acc"] for r in runs[base]], [r["test_acc"] for r in runs[side]])
+        if args.paired:
+            d = [by_seed[side][s] - by_seed[base][s] for s in seeds if s in by_seed[side] and s in by_seed[base]]
+            text += paired_lines(base, side, d)
     with open(args.out, "w") as f:
         f.write(text)
     print(text)
@@ -203,7 +248,10 @@ def main():
     t = sub.add_parser("table")
     t.add_argument("results")
     t.add_argument("--out", required=True)
-    t.add_argument("--sides", default="pytorch,rust", help="the two sides to compare, as the runs' JSON names them")
+    t.add_argument("--sides", default="pytorch,rust",
+                   help="the sides to compare, as the runs' JSON names them; the first is the baseline")
+    t.add_argument("--paired", action="store_true",
+                   help="runs of one seed share initial weights, order and flips: also test the per-seed differences")
     args = parser.parse_args()
     {"pytorch": cmd_pytorch, "table": cmd_table}[args.cmd](args)
 
