@@ -450,14 +450,9 @@ fn a_pytorch_checkpoint_whose_schedule_spans_another_length_is_refused() {
 fn base_run() -> &'static Path {
     static RUN: OnceLock<PathBuf> = OnceLock::new();
     RUN.get_or_init(|| {
-        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pytorch-interop-run");
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(&root).unwrap();
-        let run = root.join("run");
-        let data = synthetic_data_dir();
-        let args = with_flags(cpu_train_args(s(&data), s(&run)), &["--lr", "0.002"]);
-        let f = run_bin(&example_bin("train"), &args);
-        assert_eq!(f.code, Some(0), "the base run failed:\n{}\n{}", f.stdout, f.stderr);
+        let (run, _) = common::train_in_fresh_folder("pytorch-interop-run", |data, run| {
+            with_flags(cpu_train_args(data, run), &["--lr", "0.002"])
+        });
         run
     })
 }

@@ -129,13 +129,7 @@ fn resnet_args<'a>(data: &'a str, out: &'a str) -> Vec<&'a str> {
 fn resnet_run() -> &'static Path {
     static RUN: OnceLock<PathBuf> = OnceLock::new();
     RUN.get_or_init(|| {
-        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("recipe-resnet18-run");
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(&root).unwrap();
-        let run = root.join("run");
-        let data = synthetic_data_dir();
-        let f = run_bin(&example_bin("train"), &resnet_args(s(&data), s(&run)));
-        assert_ok(&f, "the resnet18-cifar run");
+        let (run, f) = common::train_in_fresh_folder("recipe-resnet18-run", resnet_args);
         assert!(f.stdout.contains("epoch 2/2: train loss") && f.stdout.contains("test acc"), "{}", f.stdout);
         run
     })

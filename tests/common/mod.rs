@@ -292,6 +292,24 @@ pub fn synthetic_data_dir() -> PathBuf {
     dir
 }
 
+/// Trains once, in a fresh `<target tmp>/<folder>/run`, with the flags `args(data, run)` on the
+/// synthetic data set, and returns the run folder and what the program wrote; fails the test if
+/// training fails. For a run that the tests of a binary share: keep the path in a `OnceLock` so
+/// that it trains once.
+pub fn train_in_fresh_folder(
+    folder: &str,
+    args: impl for<'a> FnOnce(&'a str, &'a str) -> Vec<&'a str>,
+) -> (PathBuf, Finished) {
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(folder);
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let run = root.join("run");
+    let data = synthetic_data_dir();
+    let f = run_bin(&example_bin("train"), &args(data.to_str().unwrap(), run.to_str().unwrap()));
+    assert_eq!(f.code, Some(0), "the {folder} run failed:\n{}\n{}", f.stdout, f.stderr);
+    (run, f)
+}
+
 /// Output of a finished command.
 pub struct Finished {
     pub code: Option<i32>,
