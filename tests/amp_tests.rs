@@ -24,22 +24,22 @@ fn s(p: &Path) -> &str {
 
 #[test]
 fn an_autocast_region_is_per_thread_nests_and_ends() {
-    assert_eq!(autocast_state(Device::Cpu).unwrap().0, false, "autocast is off outside a region");
+    assert!(!autocast_state(Device::Cpu).unwrap().0, "autocast is off outside a region");
     {
         let _outer = AutocastBf16::enter(Device::Cpu).unwrap();
         assert_eq!(autocast_state(Device::Cpu).unwrap(), (true, true), "on, in bf16");
         let elsewhere = std::thread::spawn(|| autocast_state(Device::Cpu).unwrap().0).join().unwrap();
         assert!(!elsewhere, "another thread is not in the region (libtorch keeps the switch per thread)");
-        assert_eq!(autocast_state(Device::Cuda(0)).unwrap().0, false, "the CPU region leaves CUDA's switch");
+        assert!(!autocast_state(Device::Cuda(0)).unwrap().0, "the CPU region leaves CUDA's switch");
         {
             let _inner = AutocastBf16::enter(Device::Cpu).unwrap();
         }
-        assert_eq!(autocast_state(Device::Cpu).unwrap().0, true, "leaving an inner region keeps the outer one");
+        assert!(autocast_state(Device::Cpu).unwrap().0, "leaving an inner region keeps the outer one");
     }
-    assert_eq!(autocast_state(Device::Cpu).unwrap().0, false, "off again after the outermost region");
+    assert!(!autocast_state(Device::Cpu).unwrap().0, "off again after the outermost region");
     // A panic inside the region still ends it.
     let _ = std::panic::catch_unwind(|| autocast_bf16(Device::Cpu, true, || panic!("inside the region")));
-    assert_eq!(autocast_state(Device::Cpu).unwrap().0, false, "off after a panic in the region");
+    assert!(!autocast_state(Device::Cpu).unwrap().0, "off after a panic in the region");
     // CUDA's switch works the same way (a thread-local flag, also without a GPU).
     autocast_bf16(Device::Cuda(0), true, || assert_eq!(autocast_state(Device::Cuda(0)).unwrap(), (true, true)))
         .unwrap();
