@@ -146,6 +146,8 @@ def stats(xs):
 
 SIDE_NAMES = {"pytorch": "PyTorch (tutorial's loop)", "rust": "Rust (this crate)", "rust-fp32": "Rust, fp32",
               "rust-bf16": "Rust, bf16 (--amp)", "rust-fp32-nchw": "Rust, fp32 NCHW (control)"}
+# Short names for the difference columns of a --paired table.
+SHORT_NAMES = {"rust-fp32": "fp32", "rust-bf16": "bf16", "rust-fp32-nchw": "NCHW"}
 
 
 def t_two_sided_p(t, df):
@@ -201,7 +203,8 @@ def cmd_table(args):
     names = [SIDE_NAMES.get(side, side) for side in sides]
     # With --paired, the runs of one seed share initial weights, order and flips (the same
     # program): each other side's difference to the first is a column, and is tested paired.
-    diff_heads = [f"{n} − {names[0]}" for n in names[1:]] if args.paired else []
+    short = [SHORT_NAMES.get(side, side) for side in sides]
+    diff_heads = [f"{n} − {short[0]}" for n in short[1:]] if args.paired else []
     lines = ["| seed | " + " | ".join(names + diff_heads) + " |", "|---:" * (1 + len(names) + len(diff_heads)) + "|"]
     for s in seeds:
         cells = [f"{100 * by_seed[side][s]:.2f}%" if s in by_seed[side] else "–" for side in sides]
