@@ -68,6 +68,27 @@ fn help_documents_every_flag_with_the_recipe_defaults() {
     }
 }
 
+/// Each program's `-h` and `--help` open with what that program does (its doc comment), not
+/// with the crate's description, which clap puts there when `about` is given without a value.
+#[test]
+fn every_program_s_help_says_what_it_does() {
+    for (example, opening) in [
+        ("train", "Train an image classifier"),
+        ("evaluate", "Evaluate a checkpoint"),
+        ("predict", "Classify PNG or JPEG images"),
+        ("convert", "Convert checkpoints"),
+        ("bench", "Measure images per second"),
+        ("port_small", "SmallNet, a port of a small PyTorch"),
+    ] {
+        for flag in ["-h", "--help"] {
+            let f = run_bin(&example_bin(example), &[flag]);
+            assert_eq!(f.code, Some(0), "{example} {flag}: {}", f.stderr);
+            assert!(f.stdout.starts_with(opening), "{example} {flag} opens with:\n{}", f.stdout);
+            assert!(!f.stdout.contains(env!("CARGO_PKG_DESCRIPTION")), "{example} {flag}:\n{}", f.stdout);
+        }
+    }
+}
+
 #[test]
 fn bad_flags_give_one_clear_error_line() {
     let train = example_bin("train");

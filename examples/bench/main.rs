@@ -25,7 +25,7 @@ tch_alexnet::use_jemalloc!();
 /// load time, and the checkpoint load time from .pth and .safetensors (medians of --reps
 /// repetitions after a warm-up).
 #[derive(Parser, Debug)]
-#[command(about)]
+#[command(version)]
 struct Args {
     /// Folder holding cifar-10-batches-bin/ (or that folder); a synthetic set is written when absent.
     #[arg(long)]

@@ -11,7 +11,8 @@ use tch_alexnet::train::{read_config, resume};
 
 tch_alexnet::use_jemalloc!();
 
-/// Convert AlexNet checkpoints between safetensors and PyTorch's torch.save format, both ways.
+/// Convert checkpoints (AlexNet or any network of the zoo) between safetensors and PyTorch's
+/// torch.save format, both ways.
 ///
 /// The formats follow the extensions: .safetensors, or .pt/.pth/.bin for torch.save. IN may
 /// also be a run folder: OUT (.pt/.pth) is then a PyTorch training checkpoint {'model':
@@ -20,7 +21,7 @@ tch_alexnet::use_jemalloc!();
 /// Python with model.load_state_dict(ckpt['model']), optimizer.load_state_dict(ckpt['optimizer'])
 /// and scheduler.load_state_dict(ckpt['scheduler']).
 #[derive(Parser, Debug)]
-#[command(version, about, long_about)]
+#[command(version)]
 struct Args {
     /// A checkpoint (.safetensors, .pt, .pth, .bin; the format is read from its content) or a
     /// run folder.

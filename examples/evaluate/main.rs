@@ -20,7 +20,7 @@ tch_alexnet::use_jemalloc!();
 /// Evaluate a checkpoint (from this crate, or PyTorch's: torch.save or safetensors) on the
 /// test set of CIFAR-10 (or CIFAR-100): AlexNet, or another network of the zoo (--model).
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// The checkpoint: .safetensors (e.g. runs/<run>/best.safetensors) or a torch.save file
     /// (.pt, .pth, .bin) holding the state dict, or a dict with it inside (see --key).

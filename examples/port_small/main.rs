@@ -74,7 +74,7 @@ impl Experiment for SmallNetOnCifar10 {
 
 /// SmallNet, a port of a small PyTorch CIFAR-10 experiment: train it, or run PyTorch's weights.
 #[derive(Parser, Debug)]
-#[command(about)]
+#[command(version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

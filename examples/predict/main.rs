@@ -16,7 +16,7 @@ tch_alexnet::use_jemalloc!();
 /// Classify PNG or JPEG images of any size with a checkpoint of AlexNet or another network of the
 /// zoo. Each image is scaled to 32×32 like a CIFAR image, then transformed as in training.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// The checkpoint: .safetensors (e.g. runs/<run>/best.safetensors) or a torch.save file
     /// (.pt, .pth, .bin) holding the state dict, or a dict with it inside (see --key).

@@ -22,7 +22,7 @@ tch_alexnet::use_jemalloc!();
 /// Ctrl-C or SIGTERM stops after the current step with a consistent checkpoint (exit code 130
 /// or 143); --resume continues from it.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about)]
+#[command(version)]
 struct Args {
     /// The experiment whose settings are the defaults: alexnet-tutorial (the PyTorch tutorial:
     /// AlexNet-BN, CIFAR-10 at 227×227, SGD, 20 epochs) or resnet18-cifar (kuangliu/pytorch-cifar:
