@@ -91,7 +91,7 @@ def main():
         errors.append({n: bf16[n] - exact[n] for n in exact})
     pairs = list(itertools.combinations(range(args.batches), 2))
     print(f"weights: {args.checkpoint or 'fresh (seed 1)'}; {args.batches} batches of {BATCH}")
-    print(f"| parameter | bf16 error | error vs error | error vs gradient | batch vs batch |")
+    print("| parameter | bf16 error | error vs error | error vs gradient | batch vs batch |")
     print("|---|---:|---:|---:|---:|")
     for name in fp32[0]:
         if name.endswith(".0.bias") and name.startswith("conv"):

@@ -156,7 +156,7 @@ def t_two_sided_p(t, df):
 
 
 def unpaired_lines(base, other, a, b):
-    """Welch-free pooled two-sample t-test of `b` against `a` (lists of accuracies)."""
+    """Pooled-variance two-sample t-test of `b` against `a` (lists of accuracies)."""
     (ma, sa), (mb, sb) = stats(a), stats(b)
     text = f"Difference of means ({SIDE_NAMES.get(other, other)} − {SIDE_NAMES.get(base, base)}): {100 * (mb - ma):+.2f} points.\n"
     n1, n2 = len(a), len(b)

@@ -130,25 +130,26 @@ pub fn predict(
             // [B, 3, 32, 32] uint8 → the network's input → [B, num_classes] probabilities.
             let logits = tch::no_grad(|| net.forward_t(&pre.apply(&chunk.to_device(device), None), false));
             let probs = logits.to_kind(Kind::Float).softmax(-1, Kind::Float).to_device(Device::Cpu);
-            let (values, indices) = probs.topk(k, -1, true, true);
-            let values = Vec::<f64>::try_from(values.to_kind(Kind::Double).flatten(0, -1))?;
-            let indices = Vec::<i64>::try_from(indices.flatten(0, -1))?;
-            predictions.extend(values.chunks(k as usize).zip(indices.chunks(k as usize)).map(|(values, indices)| {
-                values
-                    .iter()
-                    .zip(indices)
-                    .map(|(&probability, &class)| {
-                        let class = class as usize;
-                        Prediction {
-                            class,
-                            name: CLASS_NAMES.get(class).map_or_else(|| format!("class {class}"), |s| s.to_string()),
-                            probability,
-                        }
-                    })
-                    .collect()
-            }));
+            predictions.extend(top_k(&probs, k)?);
         }
         Ok(())
     })??;
     Ok(predictions)
+}
+
+/// The `k` largest of each row of `probs` (`[B, classes]`, on the CPU), largest first, named.
+fn top_k(probs: &Tensor, k: i64) -> Result<Vec<Vec<Prediction>>> {
+    let (values, indices) = probs.topk(k, -1, true, true);
+    let values = Vec::<f64>::try_from(values.to_kind(Kind::Double).flatten(0, -1))?;
+    let indices = Vec::<i64>::try_from(indices.flatten(0, -1))?;
+    let prediction = |(&probability, &class): (&f64, &i64)| {
+        let class = class as usize;
+        let name = CLASS_NAMES.get(class).map_or_else(|| format!("class {class}"), |s| s.to_string());
+        Prediction { class, name, probability }
+    };
+    Ok(values
+        .chunks(k as usize)
+        .zip(indices.chunks(k as usize))
+        .map(|(v, i)| v.iter().zip(i).map(prediction).collect())
+        .collect())
 }

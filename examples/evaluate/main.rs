@@ -78,8 +78,7 @@ fn run() -> Result<()> {
     };
     config.validate()?;
     let setup = training::setup(&config, &tch_alexnet::train::Zoo, &mut |line| eprintln!("{line}"))?;
-    let n_test = setup.data.test_labels.size()[0] as usize;
-    let indices = tch_alexnet::train::setup::test_indices(n_test, args.limit_test);
+    let indices = tch_alexnet::train::setup::test_indices(setup.data.test_len(), args.limit_test);
     if indices.is_empty() {
         anyhow::bail!("{} has no test images to evaluate", setup.data.name);
     }

@@ -56,9 +56,6 @@ fn run() -> Result<()> {
     if args.top < 1 {
         bail!("--top must be at least 1");
     }
-    if args.batch_size < 1 {
-        bail!("--batch-size must be at least 1");
-    }
     let device = tch_alexnet::device::parse_device(&args.device)?;
     let images = args.images.iter().map(|p| inference::load_image(p)).collect::<Result<Vec<_>>>()?;
     let loaded = inference::load_model(&args.checkpoint, args.key.as_deref(), args.model, device, false)?;

@@ -95,7 +95,7 @@ impl Subsets {
     /// Applies the limits of `config` to `setup`'s split and test set, and says what it chose
     /// (and which limits were larger than their split) through `log`.
     pub fn new(config: &TrainConfig, setup: &Setup, log: &mut dyn FnMut(&str)) -> Self {
-        let test_len = setup.data.test_labels.size()[0] as usize;
+        let test_len = setup.data.test_len();
         let subsets = Self {
             train: first_n(&setup.split.train, config.limit_train),
             valid: first_n(&setup.split.valid, config.limit_val),
@@ -124,14 +124,19 @@ impl Subsets {
     }
 }
 
+/// How many of `len` items a `--limit-*` flag keeps: all without a limit, else at most `limit`.
+fn limited(len: usize, limit: Option<usize>) -> usize {
+    limit.map_or(len, |limit| limit.min(len))
+}
+
 fn first_n(indices: &[i64], limit: Option<usize>) -> Vec<i64> {
-    indices[..limit.map_or(indices.len(), |limit| limit.min(indices.len()))].to_vec()
+    indices[..limited(indices.len(), limit)].to_vec()
 }
 
 /// The test images a `--limit-test` selects from a test set of `test_len`: the first `limit`, or
 /// all of them without a limit (a limit larger than the set takes all of it too).
 pub fn test_indices(test_len: usize, limit: Option<usize>) -> Vec<i64> {
-    (0..test_len.min(limit.unwrap_or(test_len)) as i64).collect()
+    (0..limited(test_len, limit) as i64).collect()
 }
 
 /// Converts the 4-D (conv) weights to channels-last strides.
